@@ -1,0 +1,119 @@
+"""Cutting a volume into overlapping cubes and blending the predictions back.
+
+Two flavours share these functions:
+- legacy: the original's end-only wrap padding (with its third-axis bug), cube origins
+  ``range(0, n - cube + 1, stride)`` and blending by ``sum / (1 + count)``;
+- corrected: every axis padded just enough to be covered, blending by the true count or by a
+  smooth (Gaussian) window.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Iterator, Literal, Sequence
+
+import numpy as np
+
+Padding = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+Blending = Literal["legacy", "count", "gaussian"]
+
+
+def legacy_padding(shape: Sequence[int], stride: int) -> Padding:
+    """The original's padding: ``stride - n % stride`` (1..stride) after each axis.
+
+    Its third axis reuses the second axis' length (a bug kept for parity), so a non-cubic map can
+    end up with a strip that no cube covers.
+    """
+    n0, n1, _ = shape
+    return ((0, stride - n0 % stride), (0, stride - n1 % stride), (0, stride - n1 % stride))
+
+
+def covering_padding(shape: Sequence[int], cube: int, stride: int) -> Padding:
+    """Padding after each axis so that cubes at ``0, stride, ...`` cover every voxel exactly."""
+    pads = []
+    for n in shape:
+        length = max(cube, n)
+        extra = (length - cube) % stride
+        if extra:
+            length += stride - extra
+        pads.append((0, length - n))
+    return tuple(pads)  # type: ignore[return-value]
+
+
+def pad_volume(volume: np.ndarray, padding: Padding, mode: Literal["wrap", "reflect"]) -> np.ndarray:
+    """Pad with ``np.pad``; 'reflect' falls back to 'symmetric' when a pad exceeds the axis."""
+    if all(after == 0 and before == 0 for before, after in padding):
+        return volume
+    if mode == "reflect" and any(max(p) >= n for p, n in zip(padding, volume.shape)):
+        mode = "symmetric"  # type: ignore[assignment]
+    return np.pad(volume, padding, mode=mode)
+
+
+def unpad_volume(volume: np.ndarray, padding: Padding) -> np.ndarray:
+    """Remove what ``pad_volume`` added."""
+    return volume[tuple(slice(before, volume.shape[axis] - after) for axis, (before, after) in enumerate(padding))]
+
+
+def cube_origins(shape: Sequence[int], cube: int, stride: int) -> list[tuple[int, int, int]]:
+    """Lower corners of the cubes, in the original's order: ``range(0, n - cube + 1, stride)`` per axis."""
+    ranges = [range(0, n - cube + 1, stride) for n in shape]
+    return [tuple(int(v) for v in origin) for origin in itertools.product(*ranges)]  # type: ignore[misc]
+
+
+def cubes_touching(mask: np.ndarray, origins: Sequence[tuple[int, int, int]], cube: int,
+                   threshold: float = 0.0) -> list[tuple[int, int, int]]:
+    """Origins whose cube holds at least one mask voxel above ``threshold`` (windows may run past the mask)."""
+    kept = []
+    for i, j, k in origins:
+        if np.any(mask[i:i + cube, j:j + cube, k:k + cube] > threshold):
+            kept.append((i, j, k))
+    return kept
+
+
+def gaussian_window(cube: int, sigma_fraction: float = 0.125, floor: float = 1e-3) -> np.ndarray:
+    """Separable Gaussian weight over a cube (sigma = fraction of the side), floored to stay positive.
+
+    The floor keeps border voxels, which only cube edges reach, defined after normalisation.
+    """
+    centre = (cube - 1) / 2.0
+    axis = np.exp(-0.5 * ((np.arange(cube) - centre) / (sigma_fraction * cube)) ** 2)
+    window = axis[:, None, None] * axis[None, :, None] * axis[None, None, :]
+    return np.maximum(window / window.max(), floor).astype(np.float32)
+
+
+class Blender:
+    """Accumulates weighted cube predictions over a volume and returns their weighted mean.
+
+    ``blending='legacy'`` starts the weights at one, as the original does, so every voxel is
+    divided by ``1 + count``. Voxels that no cube reached come out as 0.
+    """
+
+    def __init__(self, shape: Sequence[int], cube: int, blending: Blending = "count"):
+        self.cube = cube
+        self.blending = blending
+        self.total = np.zeros(tuple(shape), dtype=np.float32)
+        self.weight = np.ones(tuple(shape), dtype=np.float32) if blending == "legacy" \
+            else np.zeros(tuple(shape), dtype=np.float32)
+        self.window = gaussian_window(cube) if blending == "gaussian" else None
+
+    def add(self, origin: tuple[int, int, int], prediction: np.ndarray) -> None:
+        i, j, k = origin
+        region = (slice(i, i + self.cube), slice(j, j + self.cube), slice(k, k + self.cube))
+        if self.window is None:
+            self.total[region] += prediction
+            self.weight[region] += 1.0
+        else:
+            self.total[region] += prediction * self.window
+            self.weight[region] += self.window
+
+    def result(self) -> np.ndarray:
+        """The blended volume; consumes the accumulators (divides in place to bound memory)."""
+        reached = self.weight > 0
+        np.divide(self.total, self.weight, out=self.total, where=reached)
+        self.total[~reached] = 0.0
+        return self.total
+
+
+def iterate_batches(origins: Sequence[tuple[int, int, int]], batch_size: int) -> Iterator[list[tuple[int, int, int]]]:
+    """Consecutive groups of at most ``batch_size`` origins."""
+    for start in range(0, len(origins), batch_size):
+        yield list(origins[start:start + batch_size])

@@ -1,0 +1,1 @@
+"""Scipion plugin for DeepEMhancer (filled by the plugin issue)."""
