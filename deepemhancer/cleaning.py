@@ -28,6 +28,12 @@ def _background_and_threshold(x: np.ndarray) -> tuple[float, float]:
     return background, 0.5 * (centre + threshold_otsu(x))
 
 
+def check_strength(strength: float) -> None:
+    """InputError unless 0 < strength < 1 (the pipeline checks before inference, not after)."""
+    if not 0 < strength < 1:
+        raise InputError(f"--cleaningStrengh must be between 0 and 1 (exclusive), or -1 for no cleaning; got {strength}")
+
+
 def remove_small_blobs(x: np.ndarray, strength: float) -> np.ndarray:
     """Keep only 26-connected components larger than `strength` times the total labelled volume;
     every other voxel, solvent included, becomes the map minimum. Same dtype as `x`.
@@ -35,8 +41,7 @@ def remove_small_blobs(x: np.ndarray, strength: float) -> np.ndarray:
     When the solvent is not darker than the foreground threshold (where the original aborts), the
     map is returned unchanged with a warning.
     """
-    if not 0 < strength < 1:
-        raise InputError(f"--cleaningStrengh must be between 0 and 1 (exclusive), or -1 for no cleaning; got {strength}")
+    check_strength(strength)
     background, thr = _background_and_threshold(x)
     if not background < thr:
         log.warning(

@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .errors import DeepEMhancerError, InputError
+from .errors import DeepEMhancerError
 
 log = logging.getLogger("deepemhancer")
-
-OFFICIAL_PROCESSING_TYPES = ("tightTarget", "wideTarget", "highRes")
 
 
 def _enhance_parser() -> argparse.ArgumentParser:
@@ -112,7 +110,7 @@ def _run_models(argv: Sequence[str]) -> int:
 
 def _run_enhance(argv: Sequence[str]) -> int:
     from .pipeline import EnhanceOptions, enhance, load_model
-    from .mapio import read_map, write_map
+    from .mapio import check_output_path, read_map, write_map
     from .models import download, registry
 
     parser = _enhance_parser()
@@ -129,10 +127,7 @@ def _run_enhance(argv: Sequence[str]) -> int:
     if args.binaryMask and args.noiseStats:
         parser.error("--noiseStats and -m/--binaryMask are two normalisation modes; give only one")
     output = Path(args.outputMap)
-    if output.exists() and not args.force:
-        raise InputError(f"output {output} exists; pass --force to overwrite it")
-    if not output.parent.is_dir():
-        raise InputError(f"output folder {output.parent} does not exist; create it first")
+    check_output_path(output, args.force)  # fail before the long part, not after it
 
     model_json = registry.resolve_model(args.processingType, args.deepLearningModelPath,
                                         masked=args.binaryMask is not None)

@@ -178,7 +178,7 @@ def write_map(m: Map, path: str | Path, overwrite: bool = False) -> Path:
     so a failure leaves no partial file and an existing file untouched.
     """
     path = Path(path)
-    _check_output_path(path, overwrite)
+    check_output_path(path, overwrite)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
     data = np.ascontiguousarray(m.data, dtype="<f4")  # the header below says little-endian
     try:
@@ -342,8 +342,8 @@ def _check_finite(data: np.ndarray, name: str) -> None:
                          "that wrote the map and try again")
 
 
-def _check_output_path(path: Path, overwrite: bool) -> None:
-    """InputError when ``path`` cannot or must not be written."""
+def check_output_path(path: Path, overwrite: bool) -> None:
+    """InputError when ``path`` cannot or must not be written (callers check before long work too)."""
     if not path.name.lower().endswith(MAP_SUFFIXES):
         raise InputError(f"output {path} must end in one of {', '.join(MAP_SUFFIXES)}; rename it")
     if path.is_dir():

@@ -87,8 +87,8 @@ def _check_options(options: EnhanceOptions, model: Model) -> None:
         raise InputError("--noiseStats and -m/--binaryMask are two normalisation modes; give only one")
     if options.noise_stats is not None and not options.noise_stats[1] > 0:
         raise InputError(f"--noiseStats standard deviation must be positive, not {options.noise_stats[1]}")
-    if options.cleaning_strength is not None and not 0 < options.cleaning_strength < 1:
-        raise InputError(f"--cleaningStrengh must be between 0 and 1 (or -1 for off), not {options.cleaning_strength}")
+    if options.cleaning_strength is not None:
+        cleaning.check_strength(options.cleaning_strength)
     if options.stride is not None and not 0 < options.stride <= int(model.metadata["cube_size"]):
         raise InputError(f"stride must be between 1 and the cube size {model.metadata['cube_size']}, not {options.stride}")
     if options.batch_size is not None and options.batch_size < 1:
@@ -125,10 +125,10 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
     _check_options(options, model)
     validate_for_enhancement(source, "input map")
     voxel_size = source.isotropic_voxel_size
-    if options.mask is not None:
-        if options.mask.data.shape != source.data.shape:
-            raise InputError(f"the mask's shape {options.mask.data.shape} differs from the map's "
-                             f"{source.data.shape}; make the mask on the map's grid")
+    if options.mask is not None and options.mask.data.shape != source.data.shape:
+        # shape only: masks from many tools drop the origin, and the array is what is used
+        raise InputError(f"the mask's shape {options.mask.data.shape} differs from the map's "
+                         f"{source.data.shape}; make the mask on the map's grid")
     if not model.metadata.get("trained", True):
         log.warning("model %r is an UNTRAINED network: the result only demonstrates the pipeline "
                     "and is not an enhanced map", model.name)

@@ -38,7 +38,10 @@ def save_central_slices(maps: Sequence[Map], titles: Sequence[str], path: str | 
             ax.imshow(section, cmap="gray", vmin=low, vmax=high, origin="lower")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{title}: central {axis_name}", fontsize=9)
+            if row == 0:
+                ax.set_title(f"central {axis_name}", fontsize=10)
+            if col == 0:
+                ax.set_ylabel(title, fontsize=9)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()

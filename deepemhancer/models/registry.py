@@ -204,9 +204,9 @@ def _from_folder(folder: Path, name: str | None) -> Path:
     return _model_file(found[name])
 
 
-def _default_bundled() -> Path | None:
-    """The bundled model whose metadata says "default": true, else the first bundled one."""
-    infos = sorted(_infos_in(bundled_dir(), "bundled"), key=_sort_key)
+def _default_bundled(normalization: str = "noise") -> Path | None:
+    """The bundled model with this normalisation whose metadata says "default": true, else the first such."""
+    infos = sorted((i for i in _infos_in(bundled_dir(), "bundled") if i.normalization == normalization), key=_sort_key)
     for info in infos:
         if read_metadata(info.json_path).get("default") is True:
             return info.json_path
@@ -266,6 +266,8 @@ def resolve_model(name: str | None = None, model_path: str | Path | None = None,
             raise ModelError(f"no model is installed; {HOW_TO_GET}")
         return default
     found = _by_name(name)
+    if found is None and masked:
+        found = _default_bundled("masked")
     if found is None:
         listed = ", ".join(available_names()) or "none"
         raise ModelError(f"unknown model {name!r} (available: {listed}); {HOW_TO_GET}")
