@@ -85,6 +85,15 @@ def _configure_logging(quiet: bool) -> None:
     log.propagate = False
 
 
+def _logger_state() -> tuple:
+    return list(log.handlers), log.level, log.propagate
+
+
+def _restore_logger(state: tuple) -> None:
+    """Leave the package logger as it was: in-process callers (the plugin, tests) keep their own."""
+    log.handlers[:], log.level, log.propagate = state[0], state[1], state[2]
+
+
 def _run_models(argv: Sequence[str]) -> int:
     from .models import download, registry
 
@@ -158,6 +167,7 @@ def _run_enhance(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    logger_state = _logger_state()
     try:
         if argv[:1] == ["models"]:
             _configure_logging(False)
@@ -169,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("deepemhancer: interrupted; no output was written", file=sys.stderr)
         return 130
+    finally:
+        _restore_logger(logger_state)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,6 @@ def set_cpu_threads(threads: int | None) -> None:
     if threads < 1:
         raise InputError(f"--threads must be at least 1, not {threads}")
     torch.set_num_threads(threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:

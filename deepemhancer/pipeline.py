@@ -72,7 +72,8 @@ def load_model(json_path: str | Path) -> Model:
 
 def average_halves(first: Map, second: Map) -> Map:
     """The voxel-wise mean of two half maps, after checking they share one grid and placement."""
-    check_same_grid(first, second, "half map 1", "half map 2")
+    check_same_grid(first, second, "half map 1", "half map 2",
+                    advice="use the two unfiltered half maps of one refinement")
     return first.with_data((0.5 * (first.data + second.data)).astype(np.float32))
 
 
@@ -148,7 +149,7 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
         mask = None if mask is None else resampling.legacy_resize(mask, model_shape)
         padding = tiling.legacy_padding(resampled.shape, stride)
         padded = tiling.pad_volume(resampled, padding, "wrap")
-        blending, mask_threshold = "legacy", 0.0
+        blending, mask_threshold = "legacy", None
     else:
         resampled = resampling.to_model_grid(normalised, voxel_size, model_voxel)
         mask = None if mask is None else resampling.to_model_grid(mask, voxel_size, model_voxel)

@@ -60,11 +60,13 @@ def cube_origins(shape: Sequence[int], cube: int, stride: int) -> list[tuple[int
 
 
 def cubes_touching(mask: np.ndarray, origins: Sequence[tuple[int, int, int]], cube: int,
-                   threshold: float = 0.0) -> list[tuple[int, int, int]]:
-    """Origins whose cube holds at least one mask voxel above ``threshold`` (windows may run past the mask)."""
+                   threshold: float | None = None) -> list[tuple[int, int, int]]:
+    """Origins whose cube holds a mask voxel: non-zero (the original's rule, ``threshold=None``) or
+    above ``threshold``. Windows may run past the mask's end, as in the original."""
     kept = []
     for i, j, k in origins:
-        if np.any(mask[i:i + cube, j:j + cube, k:k + cube] > threshold):
+        window = mask[i:i + cube, j:j + cube, k:k + cube]
+        if np.any(window != 0) if threshold is None else np.any(window > threshold):
             kept.append((i, j, k))
     return kept
 
