@@ -13,22 +13,32 @@ from .errors import DeepEMhancerError
 log = logging.getLogger("deepemhancer")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where it says something (not None/False, not already in the text)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default:" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def _enhance_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepemhancer",
         description="Enhance a cryo-EM map (or two half maps) with DeepEMhancer on PyTorch. "
                     "The output keeps the input's voxel size, origin, nstart and axis order. "
                     "Model management: 'deepemhancer models {list,download,import}'.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-i", "--inputMap", help="input map, or half map 1 (unmasked, unsharpened)")
+        formatter_class=_HelpFormatter)
+    parser.add_argument("-i", "--inputMap", help="input map, or half map 1 (unmasked, unsharpened); required")
     parser.add_argument("-i2", "--halfMap2", help="half map 2; the two halves are averaged")
-    parser.add_argument("-o", "--outputMap", help="output map (.mrc, .map, .mrc.gz)")
+    parser.add_argument("-o", "--outputMap", help="output map (.mrc, .map, .mrc.gz); required, never overwritten without --force")
     parser.add_argument("-p", "--processingType", default=None,
                         help="model name: tightTarget, wideTarget, highRes (official, when installed) or any "
                              "name from 'deepemhancer models list'; default: tightTarget when installed, "
                              "else the bundled model")
     parser.add_argument("-s", "--samplingRate", type=float, default=None,
-                        help="voxel size in Å/voxel, overriding the header's")
+                        help="voxel size in Å/voxel; default: the header's")
     parser.add_argument("--noiseStats", type=float, nargs=2, metavar=("MEAN", "STD"), default=None,
                         help="noise mean and standard deviation for normalisation (negative means are fine); "
                              "default: estimated automatically")
@@ -56,7 +66,7 @@ def _enhance_parser() -> argparse.ArgumentParser:
                         help="arithmetic precision of the network")
     parser.add_argument("--blending", choices=("count", "gaussian"), default="count",
                         help="default mode only: average overlapping cubes by count or a Gaussian window")
-    parser.add_argument("--stride", type=int, default=None, help="cube stride in voxels; default: the model's")
+    parser.add_argument("--stride", type=int, default=None, help="cube stride in voxels; default: the model's (16)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: torch's, which honours OMP_NUM_THREADS)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes, only errors")
