@@ -12,7 +12,7 @@ PIP = $(VENV)/bin/pip
 $(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -c constraints.txt -e ".[test]"
+	$(PIP) install --quiet -c constraints.txt -e ".[test,scipion]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -1,0 +1,177 @@
+"""FSC, resolution, soft masks and phase-randomised masked FSC on small synthetic maps.
+
+Parity is checked against a plain reference written here: numpy's full complex fftn and an explicit
+loop over shells.
+"""
+import numpy as np
+import pytest
+
+from deepemhancer.errors import InputError
+from deepemhancer.metrics import (FSCCurve, fsc, fsc_masked_corrected, radial_frequency_grid, resolution_at,
+                                  soft_mask)
+
+
+def _noise(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _full_frequency(shape, voxel):
+    """|s| of every coefficient of the full fftn, built from the definition s_i = m_i / (n_i * voxel)."""
+    axes = [np.fft.fftfreq(n, voxel) for n in shape]
+    grids = np.meshgrid(*axes, indexing="ij")
+    return np.sqrt(sum(g ** 2 for g in grids))
+
+
+def _reference_fsc(a, b, voxel):
+    """FSC over the full complex transform, one shell at a time (shell k: |s| * L rounds to k, L = longest edge)."""
+    fa, fb = np.fft.fftn(a.astype(np.float64)), np.fft.fftn(b.astype(np.float64))
+    longest = max(a.shape)
+    shell = np.rint(_full_frequency(a.shape, voxel) * longest * voxel).astype(int)
+    values, counts = [], []
+    for k in range(1, longest // 2 + 1):
+        sel = shell == k
+        num = np.sum(fa[sel] * np.conj(fb[sel])).real
+        den = np.sqrt(np.sum(np.abs(fa[sel]) ** 2) * np.sum(np.abs(fb[sel]) ** 2))
+        values.append(num / den if den > 0 else 0.0)
+        counts.append(int(sel.sum()))
+    return np.array(values), np.array(counts)
+
+
+def _hard_low_pass(volume, voxel, resolution):
+    f = np.fft.fftn(volume.astype(np.float64))
+    f[_full_frequency(volume.shape, voxel) > 1.0 / resolution] = 0
+    return np.fft.ifftn(f).real.astype(np.float32)
+
+
+def _raised_cosine(distance, dilation, edge):
+    """1 up to ``dilation``, 0 beyond ``dilation + edge``, a half cosine between."""
+    ramp = 0.5 * (1 + np.cos(np.pi * (distance - dilation) / edge))
+    return np.where(distance <= dilation, 1.0, np.where(distance >= dilation + edge, 0.0, ramp))
+
+
+def _sphere(shape, radius):
+    centre = [(n - 1) / 2 for n in shape]
+    grids = np.meshgrid(*[np.arange(n) - c for n, c in zip(shape, centre)], indexing="ij")
+    return np.sqrt(sum(g ** 2 for g in grids)) <= radius
+
+
+@pytest.mark.parametrize("shape, voxel", [((6, 5, 8), 1.3), ((7, 4, 9), (0.8, 1.1, 2.0))])
+def test_radial_frequency_grid_matches_the_definition(shape, voxel):
+    axes = [np.fft.fftfreq(n, v) for n, v in zip(shape, np.broadcast_to(voxel, (3,)))]
+    expected = np.sqrt(sum(g ** 2 for g in np.meshgrid(*axes, indexing="ij")))
+    grid = radial_frequency_grid(shape, voxel)
+    assert grid.dtype == np.float32
+    assert grid.shape == (shape[0], shape[1], shape[2] // 2 + 1)
+    np.testing.assert_allclose(grid, expected[:, :, :shape[2] // 2 + 1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 32), (20, 24, 17)])
+def test_fsc_of_a_map_with_itself_is_one_in_every_shell(shape):
+    a = _noise(shape, 1)
+    curve = fsc(a, a, 1.2)
+    assert curve.correlation.size == max(shape) // 2
+    np.testing.assert_allclose(curve.correlation, 1.0, atol=1e-6)
+    np.testing.assert_allclose(curve.resolution, np.arange(1, max(shape) // 2 + 1) / (max(shape) * 1.2))
+
+
+@pytest.mark.parametrize("shape", [(24, 24, 24), (19, 22, 16)])
+def test_fsc_matches_the_full_transform_reference(shape):
+    signal = _noise(shape, 2)
+    a, b = signal + _noise(shape, 3), signal + 0.5 * _noise(shape, 4)
+    curve = fsc(a, b, 1.05)
+    expected, counts = _reference_fsc(a, b, 1.05)
+    np.testing.assert_allclose(curve.correlation, expected, atol=1e-5)
+    np.testing.assert_array_equal(curve.n_voxels, counts)
+
+
+def test_fsc_of_independent_noise_is_near_zero():
+    curve = fsc(_noise((48, 48, 48), 5), _noise((48, 48, 48), 6), 1.0)
+    sigma = 1.0 / np.sqrt(curve.n_voxels / 2)  # Friedel mates are not independent
+    assert np.all(np.abs(curve.correlation) < 4 * sigma)
+    assert abs(np.mean(curve.correlation)) < 3 * np.sqrt(np.mean(sigma ** 2) / curve.correlation.size)
+
+
+def test_fsc_of_a_hard_low_pass_falls_at_its_cutoff():
+    original = _noise((48, 48, 48), 7)
+    cutoff = 8.0
+    curve = fsc(_hard_low_pass(original, 1.0, cutoff), original, 1.0)
+    shell_width = curve.resolution[0]
+    assert abs(1.0 / resolution_at(curve, 0.5) - 1.0 / cutoff) <= shell_width
+    assert abs(1.0 / resolution_at(curve, 0.143) - 1.0 / cutoff) <= shell_width
+    beyond = curve.resolution > 1.0 / cutoff + shell_width  # only float32 rounding is left there
+    assert np.all(np.abs(curve.correlation[beyond]) < 4 / np.sqrt(curve.n_voxels[beyond] / 2))
+
+
+def test_mask_multiplies_both_maps():
+    a, b = _noise((20, 20, 20), 8), _noise((20, 20, 20), 9)
+    mask = soft_mask(_sphere(a.shape, 6).astype(np.float32), 0.5, 1, 3)
+    np.testing.assert_allclose(fsc(a, b, 1.0, mask).correlation, fsc(a * mask, b * mask, 1.0).correlation, atol=1e-6)
+
+
+def test_resolution_at_interpolates_linearly_in_frequency():
+    curve = FSCCurve(np.array([0.1, 0.2, 0.3]), np.array([0.9, 0.5, 0.1]), np.array([10, 20, 30]), 1.5)
+    assert resolution_at(curve, 0.3) == pytest.approx(1 / 0.25)
+    assert resolution_at(curve, 0.95) == pytest.approx(10.0)  # below from the first shell
+    assert resolution_at(curve, 0.05) == pytest.approx(3.0)  # never below: Nyquist, 2 * voxel size
+
+
+def test_soft_mask_is_a_dilated_raised_cosine_around_the_threshold():
+    shape = (21, 21, 21)
+    volume = np.zeros(shape, dtype=np.float32)
+    volume[10, 10, 10] = 5.0
+    mask = soft_mask(volume, 1.0, 3, 4)
+    distance = np.sqrt(sum(g ** 2 for g in np.meshgrid(*[np.arange(n) - 10 for n in shape], indexing="ij")))
+    expected = _raised_cosine(distance, 3, 4)
+    assert mask.dtype == np.float32
+    np.testing.assert_allclose(mask, expected, atol=1e-6)
+    np.testing.assert_array_equal(soft_mask(volume, 1.0, 2, 0), (distance <= 2).astype(np.float32))
+
+
+def test_soft_mask_is_exact_across_blocks_of_planes():
+    shape = (130, 12, 13)
+    volume = np.zeros(shape, dtype=np.float32)
+    seeds = [(2, 5, 6), (33, 0, 12), (125, 11, 3)]  # planes 64-95 see no mask voxel within the margin
+    for seed in seeds:
+        volume[seed] = 1.0
+    grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    distance = np.min([np.sqrt(sum((g - c) ** 2 for g, c in zip(grids, seed))) for seed in seeds], axis=0)
+    np.testing.assert_allclose(soft_mask(volume, 0.5, 2, 3), _raised_cosine(distance, 2, 3), atol=1e-6)
+
+
+def test_soft_mask_without_voxels_above_threshold_says_so():
+    with pytest.raises(InputError, match="threshold"):
+        soft_mask(np.zeros((8, 8, 8), dtype=np.float32), 0.5, 1, 1)
+
+
+def test_phase_randomisation_removes_the_correlation_a_sharp_mask_adds():
+    shape, voxel = (64, 64, 64), 1.0
+    signal = _hard_low_pass(_noise(shape, 10), voxel, 10.0)
+    signal *= 3.0 / signal.std()  # strong shared signal, but only below 10 Å
+    a = signal + _noise(shape, 11)
+    b = signal + _noise(shape, 12)
+    mask = _sphere(shape, 18).astype(np.float32)  # a hard edge: its transform spreads the shared signal
+    unmasked = fsc(a, b, voxel)
+    raw = fsc(a, b, voxel, mask)
+    corrected = fsc_masked_corrected(a, b, voxel, mask)
+    high = raw.resolution > 1 / 5.0
+    assert np.mean(raw.correlation[high]) > np.mean(unmasked.correlation[high]) + 0.2  # the mask inflates
+    assert np.all(corrected.correlation[high] < raw.correlation[high])
+    # Back to the unmasked curve within the noise of a masked FSC (fewer independent voxels).
+    sigma = 1.0 / np.sqrt(raw.n_voxels[high] * mask.mean() / 2)
+    assert np.all(np.abs(corrected.correlation[high] - unmasked.correlation[high]) < 4 * sigma)
+    assert abs(np.mean(corrected.correlation[high] - unmasked.correlation[high])) < 0.05
+    low = raw.resolution < 1 / 12.0  # before randomisation the masked curve is kept
+    np.testing.assert_array_equal(corrected.correlation[low], raw.correlation[low])
+
+
+def test_phase_randomisation_is_reproducible_with_a_seed():
+    a, b = _noise((24, 24, 24), 13), _noise((24, 24, 24), 14)
+    mask = _sphere(a.shape, 8).astype(np.float32)
+    first = fsc_masked_corrected(a, a + 0.3 * b, 1.0, mask, randomise_beyond=6.0, seed=3)
+    again = fsc_masked_corrected(a, a + 0.3 * b, 1.0, mask, randomise_beyond=6.0, seed=3)
+    np.testing.assert_array_equal(first.correlation, again.correlation)
+
+
+def test_maps_of_different_shapes_are_refused():
+    with pytest.raises(InputError, match="one shape"):
+        fsc(np.zeros((8, 8, 8), np.float32), np.zeros((8, 8, 9), np.float32), 1.0)
