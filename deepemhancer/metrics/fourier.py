@@ -210,11 +210,16 @@ def _randomise_phases(volume: np.ndarray, voxel_size: float, start: int, rng: np
 
 def _check_maps(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None, voxel_size: float) -> None:
     """InputError unless ``a``, ``b`` (and ``mask``) are 3D arrays of one shape and the voxel size is positive."""
+    check_map_shapes(a, b, mask)
+    if not (np.isfinite(voxel_size) and voxel_size > 0):
+        raise InputError(f"voxel size must be a positive number of Å, got {voxel_size}")
+
+
+def check_map_shapes(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None) -> None:
+    """InputError unless ``a``, ``b`` (and ``mask``) are 3D arrays of one shape."""
     if np.ndim(a) != 3 or np.shape(a) != np.shape(b):
         raise InputError(f"the two maps must be 3D arrays of one shape, got {np.shape(a)} and {np.shape(b)}; "
                          "give maps on one grid")
     if mask is not None and np.shape(mask) != np.shape(a):
         raise InputError(f"the mask's shape {np.shape(mask)} differs from the maps' {np.shape(a)}; "
                          "give a mask on the maps' grid")
-    if not (np.isfinite(voxel_size) and voxel_size > 0):
-        raise InputError(f"voxel size must be a positive number of Å, got {voxel_size}")

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from .fourier import check_map_shapes
 
 _SLAB = 16  # output planes computed at a time (each with its window's halo): bounds float64 temporaries
 _FLAT = 1e-10  # a window whose variance is below this fraction of the map's variance is flat
@@ -62,11 +63,6 @@ def _window_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 def _check(a: np.ndarray, b: np.ndarray, window: int, mask: np.ndarray | None) -> None:
     """InputError for arrays of different shapes or an even or too small window."""
-    if np.ndim(a) != 3 or np.shape(a) != np.shape(b):
-        raise InputError(f"the two maps must be 3D arrays of one shape, got {np.shape(a)} and {np.shape(b)}; "
-                         "give maps on one grid")
-    if mask is not None and np.shape(mask) != np.shape(a):
-        raise InputError(f"the mask's shape {np.shape(mask)} differs from the maps' {np.shape(a)}; "
-                         "give a mask on the maps' grid")
+    check_map_shapes(a, b, mask)
     if int(window) != window or window < 3 or window % 2 == 0:
         raise InputError(f"the local correlation window must be an odd number of voxels >= 3, got {window}")

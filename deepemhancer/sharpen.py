@@ -1,0 +1,259 @@
+"""Global B-factor sharpening of two half maps, as RELION's postprocess does it: the baseline our
+users compare enhanced maps with.
+
+Order of steps (RELION's): average the halves; FSC of the halves (with a mask: corrected by phase
+randomisation, Chen et al. 2013) and its 0.143 resolution; divide by the detector MTF; weight each
+shell by sqrt(2 FSC / (1 + FSC)) (Rosenthal & Henderson 2003); fit the Guinier slope of the
+weighted map between ``low_resolution`` and the resolution; sharpen by that B; low-pass at the
+resolution with a raised-cosine edge. The mask only shapes the FSC: the output map is unmasked
+(multiply by the mask for a masked copy).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import fft
+
+from .errors import InputError
+from .mapio import Map, check_same_grid, validate_for_enhancement
+from .metrics import (FSCCurve, GuinierFit, fsc, fsc_masked_corrected, guinier_bfactor, radial_frequency_grid,
+                      resolution_at)
+
+log = logging.getLogger("deepemhancer")
+
+FSC_THRESHOLD = 0.143
+LOWPASS_EDGE_SHELLS = 2.0  # RELION's default width of the low-pass edge, in Fourier shells
+
+
+@dataclass(frozen=True)
+class SharpenResult:
+    """map: the sharpened average on the input grid; b_factor: the apparent B (Å², positive for a
+    blurred map) that was removed, i.e. amplitudes were multiplied by exp(+b_factor s² / 4);
+    resolution: the low-pass resolution (Å); fsc: the half-map FSC (mask-corrected when masked);
+    guinier: the fit of the FSC-weighted map, None when the user gave the B-factor."""
+
+    map: Map
+    b_factor: float
+    resolution: float
+    fsc: FSCCurve
+    guinier: GuinierFit | None
+
+
+def sharpen(half1: Map, half2: Map, *, resolution: float | None = None, b_factor: float | None = None,
+            low_resolution: float = 10.0, mtf: np.ndarray | None = None, mask: np.ndarray | None = None,
+            mtf_pixel_size: float | None = None) -> SharpenResult:
+    """Sharpen the average of two half maps as RELION postprocess does (see the module docstring).
+
+    resolution: low-pass resolution in Å; None takes the FSC = 0.143 resolution of the halves.
+    b_factor: the apparent B to remove (Å², positive sharpens; RELION's ``--adhoc_bfac -100`` is
+        ``b_factor=100`` here); None fits it between ``low_resolution`` and the resolution.
+    mtf: the detector MTF as a (2, n) array or pair of arrays: frequency as a fraction of Nyquist,
+        MTF value (``read_mtf(path)``); the amplitudes are divided by it.
+    mtf_pixel_size: the pixel size (Å) of the micrographs the MTF refers to; default the map's.
+    mask: values in [0, 1] on the halves' grid, used for the FSC only.
+    """
+    check_same_grid(half1, half2, "half map 1", "half map 2",
+                    advice="use the two unfiltered half maps of one refinement")
+    validate_for_enhancement(half1, "half map 1")
+    validate_for_enhancement(half2, "half map 2")
+    voxel = half1.isotropic_voxel_size
+    shape = half1.data.shape
+    if mask is not None:
+        _check_mask(mask, shape)
+    if b_factor is not None and not np.isfinite(b_factor):
+        raise InputError(f"b_factor must be a finite number of Å², got {b_factor}")
+    if mtf_pixel_size is not None and not (np.isfinite(mtf_pixel_size) and mtf_pixel_size > 0):
+        raise InputError(f"the MTF's pixel size must be a positive number of Å, got {mtf_pixel_size}")
+    curve = _half_map_fsc(half1.data, half2.data, voxel, mask)
+    resolution = _choose_resolution(curve, resolution, voxel, low_resolution, fitting=b_factor is None)
+
+    # Single precision throughout (as metrics does): half the memory of float64 for large boxes.
+    frequency = radial_frequency_grid(shape, voxel)
+    spectrum = fft.rfftn(0.5 * (half1.data + half2.data), workers=-1)
+    # The DC term (not in the curve) holds the mean, which both halves share: weight 1.
+    correlation = np.interp(frequency, np.r_[0.0, curve.resolution], np.r_[1.0, curve.correlation])
+    gain = fsc_weight(correlation)
+    if mtf is not None:
+        gain /= _mtf_on_grid(mtf, frequency, voxel, mtf_pixel_size)
+    spectrum *= gain.astype(np.float32)
+
+    fit = None
+    if b_factor is None:
+        weighted = fft.irfftn(spectrum, s=shape, workers=-1)
+        fit = guinier_bfactor(weighted, voxel, low_resolution=low_resolution, high_resolution=resolution)
+        b_factor = fit.b_factor
+    elif b_factor < 0:
+        log.warning("b_factor %g Å² is negative: it blurs the map (a positive apparent B sharpens it)", b_factor)
+
+    edge = LOWPASS_EDGE_SHELLS / (max(shape) * voxel)  # metrics' shell width
+    # Cap the gain's frequency at the filter's end: beyond it the filter is 0 and exp() may overflow.
+    capped = np.minimum(frequency, 1.0 / resolution + 0.5 * edge).astype(np.float64)
+    gain = raised_cosine_lowpass(frequency, 1.0 / resolution, edge) * np.exp(b_factor / 4.0 * capped ** 2)
+    spectrum *= gain.astype(np.float32)
+    sharpened = fft.irfftn(spectrum, s=shape, workers=-1)
+    return SharpenResult(map=half1.with_data(sharpened), b_factor=float(b_factor), resolution=float(resolution),
+                         fsc=curve, guinier=fit)
+
+
+def _half_map_fsc(half1: np.ndarray, half2: np.ndarray, voxel_size: float, mask: np.ndarray | None) -> FSCCurve:
+    """The halves' FSC; with a mask, corrected by phase randomisation (Chen et al. 2013), unless
+    the unmasked FSC stays above 0.143 further: then, as RELION does, the mask is not used."""
+    unmasked = fsc(half1, half2, voxel_size)
+    if mask is None:
+        return unmasked
+    corrected = fsc_masked_corrected(half1, half2, voxel_size, mask)
+    if _shells_above_threshold(unmasked) > _shells_above_threshold(corrected):
+        log.warning("the unmasked half-map FSC extends beyond the mask-corrected one: the mask is not used for "
+                    "the FSC; check that it covers the whole molecule with a soft edge")
+        return unmasked
+    return corrected
+
+
+def _shells_above_threshold(curve: FSCCurve) -> int:
+    """How many shells, from the lowest, have FSC >= 0.143."""
+    below = np.flatnonzero(np.asarray(curve.correlation) < FSC_THRESHOLD)
+    return int(below[0]) if below.size else len(curve.correlation)
+
+
+def fsc_weight(correlation: np.ndarray) -> np.ndarray:
+    """Rosenthal & Henderson's sqrt(2 FSC / (1 + FSC)): the expected correlation of the average of
+    the halves with the truth; FSC below 0 counts as 0."""
+    c = np.clip(correlation, 0.0, 1.0)
+    return np.sqrt(2.0 * c / (1.0 + c))
+
+
+def raised_cosine_lowpass(frequency: np.ndarray, cutoff: float, width: float) -> np.ndarray:
+    """1 below cutoff - width/2, 0 above cutoff + width/2, a raised cosine between (0.5 at cutoff);
+    frequencies in 1/Å."""
+    position = np.clip((frequency - (cutoff - 0.5 * width)) / width, 0.0, 1.0)
+    return 0.5 + 0.5 * np.cos(np.pi * position)
+
+
+def read_mtf(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A detector MTF file as (frequency as a fraction of Nyquist, MTF value).
+
+    Accepts RELION's STAR file (a loop with _rlnResolutionInversePixel and _rlnMtfValue) or a
+    two-column text file of the same two quantities (frequency in 1/pixel, Nyquist = 0.5;
+    '#' starts a comment).
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read the MTF file {path} ({error}); give a RELION MTF STAR file or a "
+                         "two-column text file") from None
+    rows = _star_columns(lines, path) if any(line.strip().startswith("_rln") for line in lines) else _text_rows(lines)
+    if len(rows) < 2:
+        raise InputError(f"the MTF file {path} holds fewer than two (frequency, MTF) rows; check the file")
+    frequency, value = np.asarray(rows, dtype=np.float64).T
+    if not (np.isfinite(frequency).all() and np.isfinite(value).all()):
+        raise InputError(f"the MTF file {path} holds non-numeric or non-finite values; check the file")
+    if np.any(np.diff(frequency) <= 0) or frequency[0] < 0:
+        raise InputError(f"the MTF frequencies in {path} must start at 0 or above and increase; check the file")
+    if frequency[-1] > 0.5 + 1e-6:
+        raise InputError(f"the MTF frequencies in {path} reach {frequency[-1]:g} 1/pixel, beyond Nyquist (0.5); "
+                         "give them in 1/pixel as RELION's _rlnResolutionInversePixel")
+    if np.any(value <= 0):
+        raise InputError(f"the MTF file {path} holds zero or negative MTF values; the map cannot be divided by them")
+    return 2.0 * frequency, value
+
+
+def _star_columns(lines: list[str], path: Path) -> list[list[float]]:
+    """(_rlnResolutionInversePixel, _rlnMtfValue) rows of the first loop that has both."""
+    labels: list[str] = []
+    rows: list[list[float]] = []
+    for line in lines:
+        text = line.split("#", 1)[0].strip()
+        if text.startswith("_rln"):
+            if rows:
+                break  # a second loop starts
+            labels.append(text.split()[0])
+        elif text.startswith(("loop_", "data_")):
+            if rows:
+                break
+            labels = []
+        elif text and labels:
+            rows.append(text.split())
+    wanted = ("_rlnResolutionInversePixel", "_rlnMtfValue")
+    if not all(label in labels for label in wanted):
+        raise InputError(f"the MTF STAR file {path} lacks the columns _rlnResolutionInversePixel and _rlnMtfValue")
+    columns = [labels.index(label) for label in wanted]
+    try:
+        return [[float(row[c]) for c in columns] for row in rows]
+    except (ValueError, IndexError):
+        raise InputError(f"the MTF STAR file {path} has a malformed row; check the file") from None
+
+
+def _text_rows(lines: list[str]) -> list[list[float]]:
+    """Two-column rows; anything else is a malformed file."""
+    rows = []
+    for line in lines:
+        text = line.split("#", 1)[0].split()
+        if not text:
+            continue
+        try:
+            if len(text) != 2:
+                raise ValueError
+            rows.append([float(text[0]), float(text[1])])
+        except ValueError:
+            raise InputError(f"MTF text line {line.strip()!r} is not two numbers (frequency in 1/pixel, MTF); "
+                             "fix the file or give RELION's MTF STAR file") from None
+    return rows
+
+
+def _mtf_on_grid(mtf: np.ndarray, frequency: np.ndarray, voxel_size: float,
+                 mtf_pixel_size: float | None) -> np.ndarray:
+    """The MTF at each Fourier voxel, linearly interpolated (held constant past either end), and 1
+    beyond the map's Nyquist, where RELION does not divide either. ``mtf_pixel_size`` None: the
+    MTF refers to the map's own voxel."""
+    table = np.asarray(mtf, dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] != 2 or table.shape[1] < 2 or not np.all(table[1] > 0):
+        raise InputError("mtf must be (frequency as a fraction of Nyquist, MTF value) with at least two positive "
+                         "values, as read_mtf returns")
+    nyquist_fraction, value = table
+    detector_fraction = frequency * 2.0 * (mtf_pixel_size or voxel_size)
+    on_grid = np.interp(detector_fraction, nyquist_fraction, value)
+    on_grid[frequency > 0.5 / voxel_size] = 1.0
+    return on_grid
+
+
+def _choose_resolution(curve: FSCCurve, resolution: float | None, voxel_size: float,
+                       low_resolution: float, *, fitting: bool) -> float:
+    """The user's resolution after checks, or the FSC = 0.143 one (Nyquist, with a warning, when
+    the FSC never drops that low)."""
+    nyquist = 2.0 * voxel_size
+    if resolution is None:
+        resolution = _fsc_resolution(curve, nyquist)
+    elif not (np.isfinite(resolution) and resolution >= nyquist * (1 - 1e-6)):
+        raise InputError(f"resolution {resolution:g} Å is beyond Nyquist ({nyquist:g} Å for {voxel_size:g} Å "
+                         "voxels); give a resolution of at least twice the voxel size")
+    if fitting and resolution >= low_resolution:
+        raise InputError(f"resolution {resolution:g} Å is not finer than the Guinier fit's low-resolution limit "
+                         f"{low_resolution:g} Å; lower low_resolution or give a b_factor")
+    return float(resolution)
+
+
+def _fsc_resolution(curve: FSCCurve, nyquist: float) -> float:
+    """FSC = 0.143 resolution, or Nyquist (warned) when the halves correlate to the end."""
+    correlation = np.asarray(curve.correlation)
+    if np.all(correlation >= FSC_THRESHOLD):
+        log.warning("the half-map FSC stays above %.3f up to Nyquist: using Nyquist (%.3g Å) as the resolution; "
+                    "the halves may not be independent", FSC_THRESHOLD, nyquist)
+        return nyquist
+    return max(float(resolution_at(curve, FSC_THRESHOLD)), nyquist)
+
+
+def _check_mask(mask: np.ndarray, shape: tuple[int, ...]) -> None:
+    """InputError unless ``mask`` is a finite array of values in [0, 1], not all 0, on the halves' grid."""
+    if np.shape(mask) != shape:
+        raise InputError(f"the mask's shape {np.shape(mask)} differs from the half maps' {shape}; "
+                         "give a mask on the half maps' grid")
+    values = np.asarray(mask)
+    if not np.isfinite(values).all() or values.min() < -1e-6 or values.max() > 1 + 1e-6:
+        raise InputError("mask values must lie between 0 and 1 (1 = molecule, 0 = solvent); "
+                         "give a binary or soft mask, not a map")
+    if not values.any():
+        raise InputError("the mask is all zero; give a mask that covers the molecule")

@@ -1,0 +1,105 @@
+"""Threshold and model masks: enclosed volume, dilation, soft edge, the paper's model mask."""
+import gemmi
+import numpy as np
+import pytest
+
+from deepemhancer.errors import InputError
+from deepemhancer.mapio import Geometry, Map, read_map, voxel_centre_xyz
+from deepemhancer.masks import model_mask, shape_mask, threshold_mask
+
+
+def _smooth_map(shape=(40, 40, 40), seed=0):
+    """Smooth random density with distinct values."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=shape)
+    f = [np.fft.fftfreq(n) for n in shape]
+    s2 = f[0][:, None, None] ** 2 + f[1][None, :, None] ** 2 + f[2][None, None, :] ** 2
+    return np.fft.ifftn(np.fft.fftn(noise) * np.exp(-s2 / (2 * 0.08 ** 2))).real
+
+
+def _distance_from(shape, centre, voxel):
+    """Å from ``centre`` (array index) of every voxel centre."""
+    grid = np.indices(shape).astype(float)
+    return voxel * np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre)))
+
+
+def test_enclosed_volume_takes_the_densest_voxels_within_one_voxel():
+    volume, voxel = _smooth_map(), 1.3
+    wanted = 12345.6  # Å³
+    mask = threshold_mask(volume, enclosed_volume_A3=wanted, voxel_size=voxel)
+    assert mask.dtype == np.float32 and set(np.unique(mask)) == {0.0, 1.0}
+    assert abs(mask.sum() * voxel ** 3 - wanted) <= 0.5 * voxel ** 3
+    assert volume[mask == 1].min() > volume[mask == 0].max()
+
+
+def test_threshold_keeps_the_voxels_above_it():
+    volume = _smooth_map()
+    level = np.percentile(volume, 90)
+    mask = threshold_mask(volume, threshold=level, voxel_size=1.0)
+    np.testing.assert_array_equal(mask == 1, volume > level)
+
+
+@pytest.mark.parametrize("voxel, radius", [(1.0, 5.0), (1.5, 6.0), (0.8, 3.3)])
+def test_dilation_grows_one_voxel_into_a_sphere(voxel, radius):
+    shape, centre = (33, 33, 33), (16, 16, 16)
+    volume = np.zeros(shape)
+    volume[centre] = 1.0
+    mask = threshold_mask(volume, threshold=0.5, voxel_size=voxel, dilation_A=radius)
+    np.testing.assert_array_equal(mask == 1, _distance_from(shape, centre, voxel) <= radius + 1e-6)
+    assert set(np.unique(mask)) == {0.0, 1.0}
+
+
+def test_soft_edge_is_a_raised_cosine_within_its_width_only():
+    shape, centre, voxel = (41, 41, 41), (20, 20, 20), 1.0
+    dilation, width = 3.0, 6.5
+    binary = np.zeros(shape, bool)
+    binary[centre] = True
+    mask = shape_mask(binary, voxel, dilation_A=dilation, soft_edge_A=width)
+    d = _distance_from(shape, centre, voxel)
+    partial = (mask > 0) & (mask < 1)
+    np.testing.assert_array_equal(partial, (d > dilation + 1e-6) & (d < dilation + width - 1e-6))
+    assert np.all(mask[d <= dilation] == 1) and np.all(mask[d >= dilation + width] == 0)
+    expected = 0.5 + 0.5 * np.cos(np.pi * (d[partial] - dilation) / width)
+    np.testing.assert_allclose(mask[partial], expected, atol=1e-6)
+    order = np.argsort(d, axis=None)  # non-increasing with distance
+    assert np.all(np.diff(mask.ravel()[order]) <= 1e-7)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(), "exactly one"),
+    (dict(threshold=0.0, enclosed_volume_A3=100.0), "exactly one"),
+    (dict(threshold=1e9), "no voxel is above"),
+    (dict(enclosed_volume_A3=1e9), "enclosed volume"),
+    (dict(enclosed_volume_A3=0.1), "enclosed volume"),
+    (dict(threshold=0.0, dilation_A=-1.0), "dilation_A"),
+    (dict(threshold=0.0, soft_edge_A=float("nan")), "soft_edge_A"),
+])
+def test_bad_mask_options_are_refused(options, message):
+    with pytest.raises(InputError, match=message):
+        threshold_mask(_smooth_map((16, 16, 16)), voxel_size=1.0, **options)
+
+
+def test_model_mask_covers_the_model_and_five_percent_of_the_box(shared_data):
+    folder = shared_data / "maps" / "emd3488"
+    like = read_map(folder / "emd_3488.mrc")
+    mask = model_mask(folder / "5me2.pdb", like, resolution=3.2)
+    assert mask.shape == like.data.shape and mask.dtype == np.float32
+    assert mask.mean() == pytest.approx(0.05, abs=0.002)  # above the 95th percentile, by construction
+    # Atom positions to array indices (this map: axes X, Y, Z along columns, rows, sections).
+    assert like.geometry.axis_order == (1, 2, 3)
+    structure = gemmi.read_structure(str(folder / "5me2.pdb"))
+    xyz = np.array([atom.pos.tolist() for chain in structure[0] for residue in chain for atom in residue])
+    corner = voxel_centre_xyz(like, (0, 0, 0))
+    index = np.rint((xyz - corner) / like.isotropic_voxel_size).astype(int)[:, ::-1]
+    assert np.all((index >= 0) & (index < np.array(mask.shape)))
+    assert mask[tuple(index.T)].mean() > 0.9
+    # Dilation and a soft edge only grow it.
+    grown = model_mask(folder / "5me2.pdb", like, resolution=3.2, dilation_A=2.0, soft_edge_A=3.0)
+    assert np.all(grown >= mask) and grown.sum() > mask.sum()
+
+
+@pytest.mark.parametrize("percentile", [0.0, 100.0, float("nan")])
+def test_model_mask_percentile_must_be_a_percentage(tmp_path, percentile):
+    like = Map(np.zeros((8, 8, 8), np.float32), Geometry.for_grid((8, 8, 8), 1.0))
+    with pytest.raises(InputError, match="percentile"):
+        model_mask(tmp_path / "model.pdb", like, resolution=3.2, percentile=percentile)
