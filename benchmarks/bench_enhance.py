@@ -115,6 +115,8 @@ def run_case(case: str, width: float, gpu_ids: str, precision: str, stride: int 
         "stride": stride or 16, "gpu_ids": gpu_ids, "finished": max_cubes is None, "cubes": cubes,
         "seconds": round(seconds, 2), "cubes_per_second": round(cubes / seconds, 3),
         "peak_host_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # other work on the machine slows a run down: the 1-minute load average says how much there was
+        "load_average_after": round(os.getloadavg()[0], 2),
     }
     if use_gpu:
         result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -140,8 +142,8 @@ def main() -> int:
         return 0
     results = []
     print(f"machine: {machine_description(args.gpu_ids)}")
-    print("| case | shape | voxel Å | width | params | precision | stride | cubes | finished | s | cubes/s | peak host MiB | peak GPU MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| case | shape | voxel Å | width | params | precision | stride | cubes | finished | s | cubes/s | peak host MiB | peak GPU MiB | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for case in args.cases:
         if case == "emd11007" and not EMD11007.is_file():
             print(f"| emd11007 | skipped: {EMD11007} not found |")
@@ -155,7 +157,8 @@ def main() -> int:
         results.append(r)
         print(f"| {r['case']} | {'×'.join(map(str, r['shape']))} | {r['voxel_size']:.3f} | {r['width']} | "
               f"{r['parameters']:,} | {r['precision']} | {r['stride']} | {r['cubes']} | {r['finished']} | "
-              f"{r['seconds']} | {r['cubes_per_second']} | {r['peak_host_mib']} | {r.get('peak_gpu_mib', '-')} |",
+              f"{r['seconds']} | {r['cubes_per_second']} | {r['peak_host_mib']} | {r.get('peak_gpu_mib', '-')} | "
+              f"{r['load_average_after']} |",
               flush=True)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine_description(args.gpu_ids), "results": results}, indent=1))
