@@ -1,14 +1,19 @@
-"""Command line compatible with the original ``deepemhancer`` (0.16/0.17), plus ``models`` subcommands."""
+"""Command line compatible with the original ``deepemhancer`` (0.16/0.17), plus ``models`` and ``evaluate``."""
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import secrets
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
-from .errors import DeepEMhancerError
+from .errors import DeepEMhancerError, InputError
+
+if TYPE_CHECKING:
+    from .mapio import Map
 
 log = logging.getLogger("deepemhancer")
 
@@ -28,7 +33,8 @@ def _enhance_parser() -> argparse.ArgumentParser:
         prog="deepemhancer",
         description="Enhance a cryo-EM map (or two half maps) with DeepEMhancer on PyTorch. "
                     "The output keeps the input's voxel size, origin, nstart and axis order. "
-                    "Model management: 'deepemhancer models {list,download,import}'.",
+                    "Model management: 'deepemhancer models {list,download,import}'; measures and a report: "
+                    "'deepemhancer evaluate'.",
         formatter_class=_HelpFormatter)
     parser.add_argument("-i", "--inputMap", help="input map, or half map 1 (unmasked, unsharpened); required")
     parser.add_argument("-i2", "--halfMap2", help="half map 2; the two halves are averaged")
@@ -61,7 +67,15 @@ def _enhance_parser() -> argparse.ArgumentParser:
     parser.add_argument("--legacy", action="store_true",
                         help="reproduce the original's numerics step by step (count+1 blending, its padding "
                              "and resampling); the header placement is kept in both modes")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output map")
+    parser.add_argument("--force", action="store_true", help="overwrite existing output maps")
+    parser.add_argument("--confidence", action="store_true",
+                        help="also write OUTPUT_confidence.mrc, a per-voxel confidence map in 0..1 (1: independent "
+                             "predictions agree; docs/trust.md) and, with -i2, each half enhanced on its own as "
+                             "OUTPUT_half1.mrc and OUTPUT_half2.mrc (same suffix as -o); costs N+2 enhance runs "
+                             "with half maps, N without (N = --confidenceAugmentations)")
+    parser.add_argument("--confidenceAugmentations", type=int, choices=(1, 8, 24), default=8,
+                        help="test-time augmentations for --confidence: 1 (none; needs half maps), 8 flips, "
+                             "24 rotations of the cube")
     parser.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
                         help="arithmetic precision of the network")
     parser.add_argument("--blending", choices=("count", "gaussian"), default="count",
@@ -84,6 +98,36 @@ def _models_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="import official .hd5 files (one file or a folder, e.g. "
                                         "Scipion's deepEMhancer_v016/production_checkpoints)")
     imp.add_argument("source", help=".hd5 file or folder")
+    return parser
+
+
+def _evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepemhancer evaluate", formatter_class=_HelpFormatter,
+        description="Measure maps (Guinier B; with an atomic model map-model FSC, CC_mask, CC_box and median "
+                    "local CC; with half maps their FSC resolution; with enhanced halves the independent-halves "
+                    "check) and write report.json, PNG plots and a self-contained report.html into a folder.")
+    parser.add_argument("--map", action="append", default=None, metavar="NAME=PATH", dest="maps",
+                        help="a map to measure, named NAME in the report (PATH alone: named after the file); repeat")
+    parser.add_argument("--halfMaps", nargs=2, metavar=("HALF1", "HALF2"), default=None,
+                        help="the two raw (unfiltered) half maps: FSC and resolution")
+    parser.add_argument("--enhancedHalves", nargs=2, metavar=("ENHANCED1", "ENHANCED2"), default=None,
+                        help="the halves enhanced separately (enhance --confidence -i2 writes them): "
+                             "the independent-halves check; needs --halfMaps")
+    parser.add_argument("--atomicModel", default=None, metavar="MODEL",
+                        help="fitted atomic model (PDB or mmCIF) for the map-model measures")
+    parser.add_argument("--resolution", type=float, default=None,
+                        help="resolution in Å for the model map and the Guinier fit; default: the half maps' "
+                             "FSC = 0.143 resolution")
+    parser.add_argument("--mask", default=None,
+                        help="mask (values 0..1) on the maps' grid: masked, phase-randomisation corrected half-map "
+                             "FSC, masked map-model FSC and halves check")
+    parser.add_argument("-s", "--samplingRate", type=float, default=None,
+                        help="voxel size in Å/voxel for every input; default: the headers'")
+    parser.add_argument("-o", "--outputDir", required=True,
+                        help="report folder; never replaced without --force")
+    parser.add_argument("--force", action="store_true", help="replace an existing report folder")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
     return parser
 
 
@@ -127,6 +171,80 @@ def _run_models(argv: Sequence[str]) -> int:
     return 0
 
 
+def _named_map_paths(entries: Sequence[str]) -> dict[str, Path]:
+    """NAME=PATH (or PATH, named after the file) to an ordered name -> path dict; InputError on a repeated name."""
+    from .mapio import MAP_SUFFIXES
+
+    named: dict[str, Path] = {}
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep:
+            path = entry
+            name = next((entry[:-len(s)] for s in MAP_SUFFIXES if entry.lower().endswith(s)), entry)
+            name = Path(name).name
+        if not name or not path:
+            raise InputError(f"--map {entry!r}: give NAME=PATH or PATH")
+        if name in named:
+            raise InputError(f"two maps are named {name!r}; give distinct names with NAME=PATH")
+        named[name] = Path(path)
+    return named
+
+
+def _run_evaluate(argv: Sequence[str]) -> int:
+    from .evaluate import evaluate
+    from .mapio import read_map
+    from .report import check_report_dir, write_report
+
+    args = _evaluate_parser().parse_args(argv)
+    _configure_logging(args.quiet)
+    out_dir = Path(args.outputDir)
+    check_report_dir(out_dir, args.force)  # fail before the measures, not after them
+
+    def read(path) -> "Map":
+        m = read_map(path)
+        return m.with_voxel_size(args.samplingRate) if args.samplingRate is not None else m
+
+    maps = {name: read(path) for name, path in _named_map_paths(args.maps or []).items()}
+    halves = tuple(read(p) for p in args.halfMaps) if args.halfMaps else None
+    enhanced = tuple(read(p) for p in args.enhancedHalves) if args.enhancedHalves else None
+    mask = read(args.mask) if args.mask else None
+    structure = Path(args.atomicModel) if args.atomicModel else None
+    results = evaluate(maps, halves, structure, args.resolution, mask, enhanced_halves=enhanced)
+    paths = write_report(results, out_dir, maps, force=args.force)
+    if "halves_check" in results:
+        print(f"halves check: {results['halves_check']['verdict']}")
+    print(f"wrote {paths['html']}")
+    return 0
+
+
+def _sibling(output: Path, tag: str) -> Path:
+    """``output`` with ``tag`` before its map suffix: out.mrc.gz -> out{tag}.mrc.gz."""
+    from .mapio import MAP_SUFFIXES
+
+    suffix = next(s for s in MAP_SUFFIXES if output.name.lower().endswith(s))
+    return output.with_name(output.name[:-len(suffix)] + tag + output.name[-len(suffix):])
+
+
+def _write_maps(outputs: Sequence[tuple["Map", Path]], force: bool) -> None:
+    """Write every map to a hidden file beside its target, then rename them all: no partial set on failure."""
+    from .mapio import write_map
+
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for m, path in outputs:
+            temporary = path.with_name(f".{secrets.token_hex(4)}.{path.name}")
+            write_map(m, temporary)
+            staged.append((temporary, path))
+        for _, path in staged:
+            if path.exists() and not force:
+                raise InputError(f"output {path} appeared meanwhile; pass --force to overwrite it")
+        for temporary, path in staged:
+            os.replace(temporary, path)
+    finally:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+
+
 def _run_enhance(argv: Sequence[str]) -> int:
     from .pipeline import EnhanceOptions, enhance, load_model
     from .mapio import check_output_path, read_map, write_map
@@ -145,8 +263,15 @@ def _run_enhance(argv: Sequence[str]) -> int:
         parser.error("-p/--processingType is not allowed with -m/--binaryMask (the masked model is used)")
     if args.binaryMask and args.noiseStats:
         parser.error("--noiseStats and -m/--binaryMask are two normalisation modes; give only one")
+    if args.confidence and args.confidenceAugmentations == 1 and not args.halfMap2:
+        parser.error("--confidence with --confidenceAugmentations 1 needs half maps (-i2): one prediction has no spread")
     output = Path(args.outputMap)
+    outputs = [output]
     check_output_path(output, args.force)  # fail before the long part, not after it
+    if args.confidence:
+        outputs += [_sibling(output, tag) for tag in ("_confidence",) + (("_half1", "_half2") if args.halfMap2 else ())]
+        for path in outputs[1:]:
+            check_output_path(path, args.force)
 
     model_json = registry.resolve_model(args.processingType, args.deepLearningModelPath,
                                         masked=args.binaryMask is not None)
@@ -167,9 +292,15 @@ def _run_enhance(argv: Sequence[str]) -> int:
         cleaning_strength=None if args.cleaningStrengh == -1 else args.cleaningStrengh,
         gpu_ids=args.gpuIds, batch_size=args.batch_size, precision=args.precision, threads=args.threads,
         progress=not args.quiet)
-    result = enhance(inputs, model, options)
-    write_map(result, output, overwrite=args.force)
-    log.info("wrote %s", output)
+    if args.confidence:
+        from .trust import enhance_with_confidence
+
+        found = enhance_with_confidence(inputs, model, options, args.confidenceAugmentations)
+        _write_maps(list(zip([found.map, found.confidence, *(found.half_maps or ())], outputs)), args.force)
+        log.info("wrote %s", ", ".join(str(p) for p in outputs))
+    else:
+        write_map(enhance(inputs, model, options), output, overwrite=args.force)
+        log.info("wrote %s", output)
     if not model.metadata.get("trained", True):
         log.warning("%s was made by an UNTRAINED demonstration network, not a real enhancement", output)
     return 0
@@ -182,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["models"]:
             _configure_logging(False)
             return _run_models(argv[1:])
+        if argv[:1] == ["evaluate"]:
+            return _run_evaluate(argv[1:])
         return _run_enhance(argv)
     except DeepEMhancerError as error:
         print(f"deepemhancer: error: {error}", file=sys.stderr)

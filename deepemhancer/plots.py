@@ -1,12 +1,16 @@
-"""Figures: central orthogonal slices of maps side by side."""
+"""Figures: central orthogonal slices of maps, FSC curves, Guinier plots and the independent-halves check."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from .mapio import Map
+
+if TYPE_CHECKING:
+    from .metrics import FSCCurve, GuinierFit
+    from .trust import HalvesCheck
 
 
 def central_slices(volume: np.ndarray) -> list[np.ndarray]:
@@ -21,16 +25,29 @@ def display_range(volume: np.ndarray) -> tuple[float, float]:
     return float(low), float(high if high > low else low + 1.0)
 
 
-def save_central_slices(maps: Sequence[Map], titles: Sequence[str], path: str | Path,
-                        suptitle: str | None = None) -> Path:
-    """Write a PNG with one row per map and its three central sections; returns the path."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG atomically (temporary file, then rename) and close it."""
     path = Path(path)
-    fig, axes = plt.subplots(len(maps), 3, figsize=(9, 3 * len(maps)), squeeze=False)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    _pyplot().close(fig)
+    tmp.replace(path)
+    return path
+
+
+def save_central_slices(maps: Sequence[Map], titles: Sequence[str], path: str | Path,
+                        suptitle: str | None = None) -> Path:
+    """Write a PNG with one row per map and its three central sections; returns the path."""
+    fig, axes = _pyplot().subplots(len(maps), 3, figsize=(9, 3 * len(maps)), squeeze=False)
     for row, (m, title) in enumerate(zip(maps, titles)):
         low, high = display_range(m.data)
         for col, (section, axis_name) in enumerate(zip(central_slices(m.data), ("section", "row", "column"))):
@@ -45,8 +62,72 @@ def save_central_slices(maps: Sequence[Map], titles: Sequence[str], path: str | 
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return _save(fig, path)
+
+
+def _resolution_axis(ax, curves: Sequence["FSCCurve"]) -> None:
+    """Linear in spatial frequency up to Nyquist, ticks labelled as resolution in Å."""
+    nyquist = max(float(c.resolution[-1]) for c in curves)
+    ticks = np.linspace(0.0, nyquist, 6)[1:]
+    ax.set_xlim(0.0, nyquist)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{1.0 / t:.1f}" for t in ticks])
+    ax.set_xlabel("resolution (Å)")
+
+
+def save_fsc_curves(curves: Mapping[str, "FSCCurve"], path: str | Path, title: str = "Fourier shell correlation",
+                    thresholds: Sequence[float] = (0.143,)) -> Path:
+    """Write a PNG of FSC curves (one line per name) with dashed threshold lines; returns the path."""
+    fig, ax = _pyplot().subplots(figsize=(7, 4.2))
+    for name, curve in curves.items():
+        ax.plot(curve.resolution, curve.correlation, label=name, linewidth=1.5)
+    for level in thresholds:
+        ax.axhline(level, color="grey", linestyle="--", linewidth=0.8)
+        ax.text(0.005, level + 0.01, f"{level:g}", color="grey", fontsize=8, transform=ax.get_yaxis_transform())
+    ax.axhline(0.0, color="black", linewidth=0.5)
+    ax.set_ylim(-0.1, 1.05)
+    ax.set_ylabel("FSC")
+    _resolution_axis(ax, list(curves.values()))
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def save_guinier(fits: Mapping[str, "GuinierFit"], path: str | Path) -> Path:
+    """Write a PNG of Guinier plots (ln mean |F| against s²), each with its fitted line over the fitted shells."""
+    fig, ax = _pyplot().subplots(figsize=(7, 4.2))
+    for name, fit in fits.items():
+        finite = np.isfinite(fit.ln_amplitude)
+        line, = ax.plot(fit.s_squared[finite], fit.ln_amplitude[finite], linewidth=1.2,
+                        label=f"{name} (B = {fit.b_factor:.0f} Å²)")
+        ax.plot(fit.s_squared[fit.in_fit], fit.line()[fit.in_fit], linestyle="--", color=line.get_color(), linewidth=1)
+    ax.set_xlabel("s² (1/Å²)")
+    ax.set_ylabel("ln(mean |F|)")
+    ax.legend(fontsize=8)
+    ax.set_title("Guinier plot (dashed: fitted range)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def save_halves_check(check: "HalvesCheck", path: str | Path) -> Path:
+    """Write a PNG of the raw and enhanced halves' FSC, the raw FSC plus the noise margin, and the flagged shells."""
+    fig, ax = _pyplot().subplots(figsize=(7, 4.2))
+    s = check.raw.resolution
+    ax.plot(s, check.raw.correlation, label="raw halves", linewidth=1.5)
+    ax.plot(s, check.enhanced.correlation, label="enhanced halves", linewidth=1.5)
+    ax.fill_between(s, check.raw.correlation, check.raw.correlation + check.margin, color="grey", alpha=0.25,
+                    label="raw + noise margin")
+    if check.flagged.any():
+        ax.scatter(s[check.flagged], check.enhanced.correlation[check.flagged], color="red", zorder=3,
+                   label="agree beyond the data")
+    ax.axvline(1.0 / check.raw_resolution, color="grey", linestyle=":", linewidth=1)
+    ax.axhline(0.143, color="grey", linestyle="--", linewidth=0.8)
+    ax.axhline(0.0, color="black", linewidth=0.5)
+    ax.set_ylim(-0.1, 1.05)
+    ax.set_ylabel("FSC")
+    _resolution_axis(ax, [check.raw])
+    ax.legend(fontsize=8)
+    ax.set_title(f"Independent halves: raw 0.143 at {check.raw_resolution:.2f} Å", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
