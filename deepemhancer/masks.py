@@ -70,6 +70,15 @@ def shape_mask(binary: np.ndarray, voxel_size: float, *, dilation_A: float = 0.0
     return soft_mask(np.asarray(binary, dtype=bool), 0.5, dilation_A / voxel_size, soft_edge_A / voxel_size)
 
 
+def level_enclosing(volume: np.ndarray, enclosed_volume_A3: float, voxel_size: float) -> float:
+    """The contour level enclosing ``enclosed_volume_A3``: midway between the lowest density of the
+    round(volume / voxel³) densest voxels and the highest density outside them."""
+    _check_volume(volume)
+    inside = _top_voxels(volume, enclosed_volume_A3, voxel_size)
+    lowest_inside = float(volume[inside].min())
+    return lowest_inside if inside.all() else 0.5 * (lowest_inside + float(volume[~inside].max()))
+
+
 def _top_voxels(volume: np.ndarray, enclosed_volume_A3: float, voxel_size: float) -> np.ndarray:
     """Boolean mask of the round(enclosed / voxel³) voxels of highest density."""
     box_A3 = volume.size * voxel_size ** 3

@@ -25,13 +25,12 @@ def display_range(volume: np.ndarray) -> tuple[float, float]:
     return float(low), float(high if high > low else low + 1.0)
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(rows: int = 1, cols: int = 1, figsize: tuple[float, float] = (7, 4.2), **kwargs):
+    """A figure without pyplot: no global backend switch, so a GUI host (Scipion) keeps its own."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, **kwargs)
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -39,7 +38,6 @@ def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
-    _pyplot().close(fig)
     tmp.replace(path)
     return path
 
@@ -47,7 +45,7 @@ def _save(fig, path: str | Path) -> Path:
 def save_central_slices(maps: Sequence[Map], titles: Sequence[str], path: str | Path,
                         suptitle: str | None = None) -> Path:
     """Write a PNG with one row per map and its three central sections; returns the path."""
-    fig, axes = _pyplot().subplots(len(maps), 3, figsize=(9, 3 * len(maps)), squeeze=False)
+    fig, axes = _subplots(len(maps), 3, figsize=(9, 3 * len(maps)), squeeze=False)
     for row, (m, title) in enumerate(zip(maps, titles)):
         low, high = display_range(m.data)
         for col, (section, axis_name) in enumerate(zip(central_slices(m.data), ("section", "row", "column"))):
@@ -78,7 +76,7 @@ def _resolution_axis(ax, curves: Sequence["FSCCurve"]) -> None:
 def save_fsc_curves(curves: Mapping[str, "FSCCurve"], path: str | Path, title: str = "Fourier shell correlation",
                     thresholds: Sequence[float] = (0.143,)) -> Path:
     """Write a PNG of FSC curves (one line per name) with dashed threshold lines; returns the path."""
-    fig, ax = _pyplot().subplots(figsize=(7, 4.2))
+    fig, ax = _subplots()
     for name, curve in curves.items():
         ax.plot(curve.resolution, curve.correlation, label=name, linewidth=1.5)
     for level in thresholds:
@@ -96,7 +94,7 @@ def save_fsc_curves(curves: Mapping[str, "FSCCurve"], path: str | Path, title: s
 
 def save_guinier(fits: Mapping[str, "GuinierFit"], path: str | Path) -> Path:
     """Write a PNG of Guinier plots (ln mean |F| against s²), each with its fitted line over the fitted shells."""
-    fig, ax = _pyplot().subplots(figsize=(7, 4.2))
+    fig, ax = _subplots()
     for name, fit in fits.items():
         finite = np.isfinite(fit.ln_amplitude)
         line, = ax.plot(fit.s_squared[finite], fit.ln_amplitude[finite], linewidth=1.2,
@@ -112,7 +110,7 @@ def save_guinier(fits: Mapping[str, "GuinierFit"], path: str | Path) -> Path:
 
 def save_halves_check(check: "HalvesCheck", path: str | Path) -> Path:
     """Write a PNG of the raw and enhanced halves' FSC, the raw FSC plus the noise margin, and the flagged shells."""
-    fig, ax = _pyplot().subplots(figsize=(7, 4.2))
+    fig, ax = _subplots()
     s = check.raw.resolution
     ax.plot(s, check.raw.correlation, label="raw halves", linewidth=1.5)
     ax.plot(s, check.enhanced.correlation, label="enhanced halves", linewidth=1.5)

@@ -67,7 +67,7 @@ def sharpen(half1: Map, half2: Map, *, resolution: float | None = None, b_factor
         raise InputError(f"b_factor must be a finite number of Å², got {b_factor}")
     if mtf_pixel_size is not None and not (np.isfinite(mtf_pixel_size) and mtf_pixel_size > 0):
         raise InputError(f"the MTF's pixel size must be a positive number of Å, got {mtf_pixel_size}")
-    curve = _half_map_fsc(half1.data, half2.data, voxel, mask)
+    curve = half_map_fsc(half1.data, half2.data, voxel, mask)
     resolution = _choose_resolution(curve, resolution, voxel, low_resolution, fitting=b_factor is None)
 
     # Single precision throughout (as metrics does): half the memory of float64 for large boxes.
@@ -98,7 +98,7 @@ def sharpen(half1: Map, half2: Map, *, resolution: float | None = None, b_factor
                          fsc=curve, guinier=fit)
 
 
-def _half_map_fsc(half1: np.ndarray, half2: np.ndarray, voxel_size: float, mask: np.ndarray | None) -> FSCCurve:
+def half_map_fsc(half1: np.ndarray, half2: np.ndarray, voxel_size: float, mask: np.ndarray | None) -> FSCCurve:
     """The halves' FSC; with a mask, corrected by phase randomisation (Chen et al. 2013), unless
     the unmasked FSC stays above 0.143 further: then, as RELION does, the mask is not used."""
     unmasked = fsc(half1, half2, voxel_size)

@@ -103,3 +103,12 @@ def test_model_mask_percentile_must_be_a_percentage(tmp_path, percentile):
     like = Map(np.zeros((8, 8, 8), np.float32), Geometry.for_grid((8, 8, 8), 1.0))
     with pytest.raises(InputError, match="percentile"):
         model_mask(tmp_path / "model.pdb", like, resolution=3.2, percentile=percentile)
+
+
+def test_level_enclosing_encloses_the_requested_volume():
+    from deepemhancer.masks import level_enclosing
+
+    volume = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    level = level_enclosing(volume, enclosed_volume_A3=250 * 8.0, voxel_size=2.0)
+    assert int((volume > level).sum()) == 250
+    assert level == 749.5

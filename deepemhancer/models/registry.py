@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
-from . import keras_import
 from .store import read_metadata
 
 OFFICIAL_NAMES = ("tightTarget", "wideTarget", "highRes", "masked")
@@ -120,6 +119,13 @@ def _write_json_atomic(path: Path, content: dict) -> None:
         raise
 
 
+def _keras_import():
+    """Imported on use: it pulls in torch, which listing and resolving models do not need."""
+    from . import keras_import
+
+    return keras_import
+
+
 def cached_sha256(path: Path) -> str:
     """A file's sha256, remembered by (path, size, mtime) so 195 MiB files are hashed once."""
     path = Path(path).resolve()
@@ -134,7 +140,7 @@ def cached_sha256(path: Path) -> str:
     entry = index.get(str(path))
     if isinstance(entry, dict) and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
         return str(entry["sha256"])
-    sha = keras_import.file_sha256(path)
+    sha = _keras_import().file_sha256(path)
     index[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
     try:
         _write_json_atomic(index_path, index)
@@ -146,7 +152,7 @@ def cached_sha256(path: Path) -> str:
 def _convert(hd5: Path, dest_dir: Path) -> Path:
     """Convert an official .hd5 into dest_dir; any failure becomes one ModelError line."""
     try:
-        return keras_import.import_hd5(hd5, dest_dir)
+        return _keras_import().import_hd5(hd5, dest_dir)
     except (OSError, KeyError, ValueError) as exc:
         raise ModelError(f"{hd5} cannot be converted ({type(exc).__name__}: {exc}); "
                          f"it is not an intact official DeepEMhancer .hd5 file: download it again") from None
@@ -276,7 +282,7 @@ def resolve_model(name: str | None = None, model_path: str | Path | None = None,
 
 def _import_one(hd5: Path) -> Path:
     """Convert one official file into models_dir(), unless the same file is already there."""
-    installed = models_dir() / f"{keras_import.model_name(hd5)}.json"
+    installed = models_dir() / f"{_keras_import().model_name(hd5)}.json"
     try:
         if read_metadata(installed).get("source", {}).get("sha256") == cached_sha256(hd5):
             return installed

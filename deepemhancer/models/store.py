@@ -15,11 +15,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported where weights are handled, not to read a model's JSON
+    import torch
 
 FORMAT = "deepemhancer-model"
 FORMAT_VERSION = 1

@@ -1,0 +1,304 @@
+from __future__ import annotations
+
+import os
+
+from pwem.emlib.image import ImageHandler
+from pwem.objects import Volume
+from pwem.protocols import ProtAnalysis3D
+from pyworkflow.protocol import params
+
+from .. import Plugin, __version__
+from ..constants import (AUGMENTATIONS, BLENDINGS, CONFIDENCE_FILE, CPU_DEVICE, DEFAULT_DEVICE, DEFAULT_MASKED_MODEL,
+                         DEFAULT_MODEL, ENHANCED_FILE, ENHANCED_HALF_FILES, HALVES_CHECK_FILE, NORM_AUTO, NORM_MASK,
+                         NORM_NOISE_STATS, NORMALIZATION_CHOICES, OUTPUT_CONFIDENCE, OUTPUT_VOLUME, PRECISIONS)
+from ..convert import is_mrc, map_path, output_volume, read_json, read_volume_file, write_json
+from .inputs import HalfMapInput
+
+
+class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
+    """Enhances a cryo-EM map with DeepEMhancer (Sanchez-Garcia et al., Communications Biology 2021), a 3D
+    U-Net that suppresses noise around the molecule and sharpens it locally, on PyTorch.
+
+    Give the unfiltered, unsharpened, unmasked map of a refinement, or better its two half maps. The
+    output keeps the input's box, sampling rate and origin; its values are in the network's
+    normalised units. An enhanced map helps interpretation and model building; it is not
+    experimental density: check it against the raw and the B-factor-sharpened maps (Analyze results).
+
+    Normalisation: *automatic* estimates the solvent noise from the map (it may fail on hollow or
+    filamentous maps), *noise statistics* takes its mean and standard deviation from you, *binary
+    mask* uses a tight mask of the molecule and the masked model.
+
+    Trust: optionally, each half map is also enhanced on its own and the map is enhanced under cube
+    symmetries; the spread of these independent predictions gives a per-voxel confidence map, the
+    enhanced halves are attached to the output, and their FSC is checked against the raw halves':
+    the network must not make the halves agree beyond what the data support.
+    """
+    _label = "enhance (DeepEMhancer)"
+    _acceptsWholeMap = True
+    _possibleOutputs = {OUTPUT_VOLUME: Volume, OUTPUT_CONFIDENCE: Volume}
+
+    # --------------------------- DEFINE param functions --------------------------------
+    def _defineParams(self, form):
+        device = Plugin.getDefaultDevice()
+        form.addSection(label="Input")
+        form.addHidden(params.USE_GPU, params.BooleanParam, default=device.lower() != CPU_DEVICE,
+                       label="Use GPU?", help="No: run on the CPU (much slower; set the threads below).")
+        form.addHidden(params.GPU_LIST, params.StringParam,
+                       default=DEFAULT_DEVICE if device.lower() == CPU_DEVICE else device,
+                       label="GPU IDs", help="GPUs to use, e.g. 0 or 0 1. Under a queue system the job uses the "
+                                             "GPUs the queue gives it.")
+        self._defineInputParams(form)
+
+        form.addSection(label="Enhancement")
+        form.addParam("normalization", params.EnumParam, choices=NORMALIZATION_CHOICES, default=NORM_AUTO,
+                      label="Input normalisation",
+                      help="automatic: estimate the solvent noise from the map (may fail on hollow or "
+                           "filamentous maps: then use noise statistics).\nnoise statistics: the mean and "
+                           "standard deviation of the solvent noise, measured by you.\nbinary mask: a tight "
+                           "mask of the molecule (1 inside, 0 outside); uses the masked model.")
+        form.addParam("noiseMean", params.FloatParam, default=0.0, condition=f"normalization == {NORM_NOISE_STATS}",
+                      label="Noise mean", help="Mean of the solvent noise of the input map.")
+        form.addParam("noiseStd", params.FloatParam, default=1.0, condition=f"normalization == {NORM_NOISE_STATS}",
+                      label="Noise standard deviation", help="Standard deviation of the solvent noise (> 0).")
+        form.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask", allowsNull=True,
+                      condition=f"normalization == {NORM_MASK}", label="Binary mask",
+                      help="A tight mask of the molecule on the map's grid (e.g. from 'tight mask').")
+        form.addParam("modelName", params.StringParam, default=DEFAULT_MODEL,
+                      condition=f"normalization != {NORM_MASK}", label="Model",
+                      help="tightTarget (default), wideTarget (less aggressive, keeps weak regions), highRes "
+                           "(maps better than 4 Å): the official models, when installed ('scipion3 installb "
+                           "deepemhancerWeights', or Scipion's xmipp bundle). demo-untrained ships with the "
+                           "plugin and only demonstrates the pipeline. Use the wizard to list what is installed.")
+        form.addParam("maskedModelName", params.StringParam, default=DEFAULT_MASKED_MODEL,
+                      condition=f"normalization == {NORM_MASK}", label="Masked model",
+                      help="A model trained for masked normalisation: the official 'masked' one.")
+        form.addParam("cleaning", params.BooleanParam, default=False, label="Remove small blobs?",
+                      help="Remove small connected components of the result (likely noise); may remove "
+                           "small real features.")
+        form.addParam("cleaningStrength", params.FloatParam, default=0.05, condition="cleaning",
+                      label="Smallest blob kept (fraction)",
+                      help="Components smaller than this fraction of the labelled volume are removed (0 to 1).")
+        form.addParam("legacy", params.BooleanParam, default=False, expertLevel=params.LEVEL_ADVANCED,
+                      label="Legacy mode?",
+                      help="Yes: reproduce the original program step by step, its flaws included. No "
+                           "(recommended): blend overlapping cubes by their true average and keep the map "
+                           "exactly in place.")
+        form.addParam("blending", params.EnumParam, choices=BLENDINGS, default=0, condition="not legacy",
+                      expertLevel=params.LEVEL_ADVANCED, label="Blending of overlapping cubes",
+                      help="count: the plain average; gaussian: a smooth window.")
+        form.addParam("precision", params.EnumParam, choices=PRECISIONS, default=0,
+                      expertLevel=params.LEVEL_ADVANCED, label="Precision",
+                      help="fp32: reproducible (default). tf32, bf16 and fp16 are faster on recent GPUs.")
+        form.addParam("batchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Batch size (0: automatic)",
+                      help="Cubes per GPU per step; 0 sizes the batch from the free GPU memory.")
+        form.addParam("stride", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Cube stride (0: the model's)",
+                      help="Voxels between neighbouring cubes; larger is faster (the official models use 16).")
+
+        form.addSection(label="Trust")
+        form.addParam("confidence", params.BooleanParam, default=False,
+                      label="Enhance the halves on their own and map the confidence?",
+                      help="Yes: the map is also enhanced under cube symmetries and, with half maps, each half "
+                           "on its own. The spread of these independent predictions gives a confidence map "
+                           "(1 where they agree); the enhanced halves are attached to the output and their FSC "
+                           "is compared with the raw halves' (see the summary and Analyze results). Costs one "
+                           "enhancement per prediction.")
+        form.addParam("augmentations", params.EnumParam, choices=AUGMENTATIONS, default=1, condition="confidence",
+                      label="Predictions of the map",
+                      help="1: the map as it is; 8: also flipped over every set of axes; 24: the cube's rotations. "
+                           "Without half maps at least 8 are needed.")
+        form.addParallelSection(threads=4, mpi=0)
+
+    # --------------------------- INSERT steps functions --------------------------------
+    def _insertAllSteps(self):
+        # The settings travel with the step, so that 'continue' recomputes only when they change.
+        sources, sampling = self._sourceFiles(), self.getReferenceVolume().getSamplingRate()
+        self._insertFunctionStep(self.enhanceStep, sources, sampling, self._settings())
+        if self._enhancesHalves():
+            self._insertFunctionStep(self.halvesCheckStep, sources, sampling, needsGPU=False)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def _settings(self) -> dict:
+        """Everything that decides the result, as plain values."""
+        normalization = self.normalization.get()
+        cleaning = self.cleaningStrength.get() if self.cleaning.get() else None
+        return {
+            "model": self.getModelName(),
+            "noise_stats": ([self.noiseMean.get(), self.noiseStd.get()]
+                            if normalization == NORM_NOISE_STATS else None),
+            "mask": map_path(self.inputMask.get().getFileName()) if normalization == NORM_MASK else None,
+            "legacy": bool(self.legacy.get()),
+            "blending": "count" if self.legacy.get() else BLENDINGS[self.blending.get()],
+            "precision": PRECISIONS[self.precision.get()],
+            "batch_size": self.batchSize.get() or None,
+            "stride": self.stride.get() or None,
+            "cleaning_strength": cleaning,
+            "augmentations": int(AUGMENTATIONS[self.augmentations.get()]) if self.confidence.get() else None,
+        }
+
+    def _enhancesHalves(self) -> bool:
+        return bool(self.confidence.get()) and self.usesHalfMaps()
+
+    def getModelName(self) -> str:
+        name = self.maskedModelName if self.normalization.get() == NORM_MASK else self.modelName
+        return (name.get() or "").strip()
+
+    # --------------------------- STEPS functions ---------------------------------------
+    def enhanceStep(self, sources, sampling, settings):
+        """One call of the engine's pipeline.
+
+        A function step rather than runJob of the command line: the run is already a process of its
+        own (started locally, or by the queue system through hosts.conf on the node that has the
+        GPU), so GPU memory is released when it ends; and the engine's errors reach the run's log
+        and error message as the engine's one clear line, with nothing to quote or parse.
+        """
+        from deepemhancer.mapio import write_map
+        from deepemhancer.pipeline import enhance
+
+        from ..models import resolve_model
+
+        maps = [read_volume_file(path, sampling) for path in sources]
+        source, model = maps[0] if len(maps) == 1 else maps, resolve_model(settings["model"])
+        options = self._engineOptions(settings)
+        if settings["augmentations"] is None:
+            return str(write_map(enhance(source, model, options), self._getExtraPath(ENHANCED_FILE), overwrite=True))
+        from deepemhancer.trust import enhance_with_confidence
+
+        result = enhance_with_confidence(source, model, options, augmentations=settings["augmentations"])
+        written = [(result.map, ENHANCED_FILE), (result.confidence, CONFIDENCE_FILE)]
+        written += list(zip(result.half_maps or (), ENHANCED_HALF_FILES))
+        return [str(write_map(m, self._getExtraPath(name), overwrite=True)) for m, name in written]
+
+    def _engineOptions(self, settings: dict):
+        """The engine's EnhanceOptions: the stored settings, plus this run's devices and threads."""
+        from deepemhancer.mapio import read_map
+        from deepemhancer.pipeline import EnhanceOptions
+
+        return EnhanceOptions(
+            legacy=settings["legacy"],
+            noise_stats=tuple(settings["noise_stats"]) if settings["noise_stats"] else None,
+            mask=read_map(settings["mask"]) if settings["mask"] else None,
+            blending=settings["blending"],
+            stride=settings["stride"],
+            cleaning_strength=settings["cleaning_strength"],
+            gpu_ids=self._gpuIds(),
+            batch_size=settings["batch_size"],
+            precision=settings["precision"],
+            threads=self.numberOfThreads.get() or None,
+        )
+
+    def halvesCheckStep(self, sources, sampling):
+        """The FSC of the separately enhanced halves against the raw halves' (the engine's check)."""
+        from deepemhancer.mapio import read_map
+        from deepemhancer.trust import halves_check
+
+        raw = [read_volume_file(path, sampling) for path in sources]
+        enhanced = [read_map(self._getExtraPath(name)) for name in ENHANCED_HALF_FILES]
+        return write_json(self._getExtraPath(HALVES_CHECK_FILE), halves_check(*raw, *enhanced).to_dict())
+
+    def createOutputStep(self):
+        like = self.getReferenceVolume()
+        outputs = {OUTPUT_VOLUME: output_volume(self._getExtraPath(ENHANCED_FILE), like)}
+        if self._enhancesHalves():
+            outputs[OUTPUT_VOLUME].setHalfMaps([self._getExtraPath(name) for name in ENHANCED_HALF_FILES])
+        if self.confidence.get():
+            outputs[OUTPUT_CONFIDENCE] = output_volume(self._getExtraPath(CONFIDENCE_FILE), like)
+        self._defineOutputs(**outputs)
+        for pointer in self._inputPointers():
+            for output in outputs.values():
+                self._defineTransformRelation(pointer, output)
+
+    def getHalvesCheck(self) -> dict | None:
+        """The independent-halves check of a finished run (engine's HalvesCheck.to_dict), if made."""
+        path = self._getExtraPath(HALVES_CHECK_FILE)
+        return read_json(path) if os.path.exists(path) else None
+
+    def _gpuIds(self) -> str:
+        """The engine's -g value: the CPU, every GPU the queue system gave the job, or the chosen ones."""
+        if not self.usesGpu():
+            return "-1"
+        if self.useQueue():
+            return "all"  # the queue system exposes only the job's GPUs (CUDA_VISIBLE_DEVICES)
+        return ",".join(str(gpu) for gpu in self.getGpuList()) or "0"
+
+    # --------------------------- INFO functions ----------------------------------------
+    def _validate(self):
+        errors = self._validateInput()
+        sources = [] if errors else self._sourceFiles()
+        normalization = self.normalization.get()
+        if normalization == NORM_NOISE_STATS and not (self.noiseStd.get() or 0) > 0:
+            errors.append("The noise standard deviation must be positive.")
+        if normalization == NORM_MASK:
+            errors += self._validateMask(sources)
+        if self.cleaning.get() and not 0 < (self.cleaningStrength.get() or 0) < 1:
+            errors.append("The blob-cleaning fraction must be between 0 and 1 (exclusive).")
+        if self.confidence.get() and AUGMENTATIONS[self.augmentations.get()] == "1" and not self.usesHalfMaps():
+            errors.append("A confidence map needs at least two predictions: use half maps, or 8 or 24 predictions "
+                          "of the map.")
+        if (self.batchSize.get() or 0) < 0 or (self.stride.get() or 0) < 0:
+            errors.append("Batch size and stride must be 0 (automatic) or positive.")
+        return errors + self._validateModel()
+
+    def _validateMask(self, sources: list) -> list:
+        mask = self.inputMask.get()
+        if mask is None:
+            return ["Binary mask normalisation needs a mask: select one (e.g. from 'tight mask')."]
+        if not is_mrc(mask.getFileName()):
+            return [f"The mask {map_path(mask.getFileName())} is not an MRC map: convert it to MRC first."]
+        if sources and ImageHandler().getDimensions(map_path(mask.getFileName()))[:3] != \
+                ImageHandler().getDimensions(sources[0])[:3]:
+            return ["The mask's box differs from the map's: make the mask on the map's grid."]
+        return []
+
+    def _validateModel(self) -> list:
+        from ..models import find_choice, unknown_model_message
+
+        name = self.getModelName()
+        if not name:
+            return ["Give a model name (use the wizard to list the installed models)."]
+        choice = find_choice(name)
+        if choice is None:
+            return [unknown_model_message(name) + "."]
+        wanted = "masked" if self.normalization.get() == NORM_MASK else "noise"
+        if choice.normalization != wanted:
+            return [f"Model {name!r} expects {choice.normalization} normalisation but "
+                    f"'{NORMALIZATION_CHOICES[self.normalization.get()]}' is selected: choose a "
+                    + ("model trained for masked input (masked)." if wanted == "masked"
+                       else "model for unmasked input (e.g. tightTarget), or binary-mask normalisation.")]
+        return []
+
+    def _warnings(self):
+        from ..models import find_choice
+
+        choice = find_choice(self.getModelName())
+        if choice is not None and not choice.trained:
+            return [f"Model {choice.name!r} is an UNTRAINED network: the result only demonstrates the pipeline "
+                    f"and is not an enhanced map."]
+        return []
+
+    def _summary(self):
+        summary = [self._inputSummary(),
+                   f"Model: {self.getModelName()}, normalisation: {NORMALIZATION_CHOICES[self.normalization.get()]}, "
+                   f"{'legacy' if self.legacy.get() else 'corrected'} mode, {PRECISIONS[self.precision.get()]}"]
+        if self.hasAttribute(OUTPUT_VOLUME):
+            summary.append(f"Output: {OUTPUT_VOLUME} (in the network's normalised units; compare it with the raw "
+                           f"and sharpened maps through Analyze results)")
+        if self.hasAttribute(OUTPUT_CONFIDENCE):
+            summary.append(f"Confidence map: {OUTPUT_CONFIDENCE} (1 where the independent predictions agree)")
+        check = self.getHalvesCheck()
+        if check is not None:
+            summary.append(f"Independent halves: {check['verdict']}")
+        return summary
+
+    def _methods(self):
+        if not self.hasAttribute(OUTPUT_VOLUME):
+            return []
+        return [f"The map was post-processed with DeepEMhancer [SanchezGarcia2021] (PyTorch implementation, "
+                f"Scipion plugin {__version__}), model {self.getModelName()}, "
+                f"{NORMALIZATION_CHOICES[self.normalization.get()]} normalisation, "
+                f"{'legacy' if self.legacy.get() else 'corrected'} pipeline."]
+
+    def _citations(self):
+        return ["SanchezGarcia2021"]
+

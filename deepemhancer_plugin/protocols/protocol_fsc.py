@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import os
+
+from pwem.emlib.image import ImageHandler
+from pwem.objects import FSC, Volume
+from pwem.protocols import ProtAnalysis3D
+from pyworkflow.protocol import params
+
+from ..constants import AVERAGE_FILE, FSC_FILE, FSC_THRESHOLD, OUTPUT_FSC, OUTPUT_VOLUME
+from ..convert import (curve_dict, fsc_object, is_mrc, map_path, output_volume, read_json, read_volume_file,
+                       write_json)
+from .inputs import HalfMapInput
+
+
+class ProtDeepEMhancerHalfMapFSC(HalfMapInput, ProtAnalysis3D):
+    """Averages the two half maps of a refinement and computes their Fourier shell correlation.
+
+    The halves must share box, sampling rate and placement. The output volume is their voxel-wise
+    average with the halves attached, ready for 'B-factor sharpening' and 'enhance (DeepEMhancer)';
+    the FSC curve opens in Scipion's FSC viewer, and the summary gives the resolution where it falls
+    below 0.143. With a mask, the FSC is the masked one corrected for the mask's own correlation by
+    phase randomisation (Chen et al. 2013).
+    """
+    _label = "half-map average and FSC"
+    _possibleOutputs = {OUTPUT_VOLUME: Volume, OUTPUT_FSC: FSC}
+
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        self._defineInputParams(form)
+        form.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask", allowsNull=True,
+                      label="Mask (optional)",
+                      help="A soft mask around the molecule on the halves' grid (e.g. from 'tight mask' with a "
+                           "soft edge): gives the masked FSC, corrected by phase randomisation.")
+
+    # --------------------------- STEPS -------------------------------------------------
+    def _insertAllSteps(self):
+        files = self._sourceFiles()
+        sampling = self.getReferenceVolume().getSamplingRate()
+        mask = map_path(self.inputMask.get().getFileName()) if self.inputMask.get() is not None else ""
+        self._insertFunctionStep(self.averageStep, files, sampling, needsGPU=False)
+        self._insertFunctionStep(self.fscStep, files, sampling, mask, needsGPU=False)
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def averageStep(self, files, sampling):
+        from deepemhancer.mapio import write_map
+        from deepemhancer.pipeline import average_halves
+
+        average = average_halves(*(read_volume_file(path, sampling) for path in files))
+        return str(write_map(average, self._getExtraPath(AVERAGE_FILE), overwrite=True))
+
+    def fscStep(self, files, sampling, maskFile):
+        from deepemhancer.mapio import read_map
+        from deepemhancer.metrics import resolution_at
+        from deepemhancer.sharpen import half_map_fsc
+
+        half1, half2 = (read_volume_file(path, sampling) for path in files)
+        # one rule for the FSC protocol and sharpening: mask-corrected, unless the unmasked reaches further
+        curve = half_map_fsc(half1.data, half2.data, half1.isotropic_voxel_size,
+                             read_map(maskFile).data if maskFile else None)
+        return write_json(self._getExtraPath(FSC_FILE),
+                          {**curve_dict(curve), "masked": bool(maskFile),
+                           "resolution": resolution_at(curve, FSC_THRESHOLD)})
+
+    def createOutputStep(self):
+        average = output_volume(self._getExtraPath(AVERAGE_FILE), self.getReferenceVolume())
+        average.setHalfMaps(self.getHalfMapFiles())
+        result = read_json(self._getExtraPath(FSC_FILE))
+        fsc = fsc_object(result, "half-map FSC" + (" (masked, corrected)" if result["masked"] else ""))
+        self._defineOutputs(**{OUTPUT_VOLUME: average, OUTPUT_FSC: fsc})
+        for pointer in self._inputPointers():
+            self._defineTransformRelation(pointer, average)
+            self._defineSourceRelation(pointer, fsc)
+
+    # --------------------------- INFO --------------------------------------------------
+    def getResult(self) -> dict | None:
+        """The FSC curve and its 0.143 resolution, once computed."""
+        path = self._getExtraPath(FSC_FILE)
+        return read_json(path) if os.path.exists(path) else None
+
+    def _validate(self):
+        errors = self._validateInput()
+        mask = self.inputMask.get()
+        if mask is not None and not errors:
+            if not is_mrc(mask.getFileName()):
+                errors.append(f"The mask {map_path(mask.getFileName())} is not an MRC map: convert it first.")
+            elif ImageHandler().getDimensions(map_path(mask.getFileName()))[:3] != \
+                    ImageHandler().getDimensions(self._sourceFiles()[0])[:3]:
+                errors.append("The mask's box differs from the half maps': make the mask on their grid.")
+        return errors
+
+    def _summary(self):
+        summary = [self._inputSummary()]
+        result = self.getResult()
+        if result is not None:
+            nyquist = 2.0 * result["voxel_size"]
+            at_nyquist = result["resolution"] <= nyquist * (1 + 1e-6)
+            summary.append(f"FSC = {FSC_THRESHOLD} resolution: {result['resolution']:.2f} Å"
+                           + (" (masked, corrected)" if result["masked"] else " (unmasked)")
+                           + (" - the FSC stays above 0.143 up to Nyquist: the halves may not be independent"
+                              if at_nyquist else ""))
+        return summary
+
+    def _methods(self):
+        result = self.getResult()
+        if result is None:
+            return []
+        return [f"The two half maps were averaged and their Fourier shell correlation computed"
+                + (" inside a mask, corrected by phase randomisation [Chen2013]" if result["masked"] else "")
+                + f"; it falls below {FSC_THRESHOLD} [Rosenthal2003] at {result['resolution']:.2f} Å."]
+
+    def _citations(self):
+        return ["Rosenthal2003", "Scheres2012"] + (["Chen2013"] if self.inputMask.get() is not None else [])

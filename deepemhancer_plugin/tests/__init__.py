@@ -1,0 +1,1 @@
+"""Tests of the Scipion plugin: headless projects run by pytest, unittest or `scipion tests`."""

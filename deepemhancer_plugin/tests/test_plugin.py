@@ -1,0 +1,187 @@
+"""The plugin as Scipion sees it, without running protocols: registration, the GUI tree, citations,
+variables, the weights installer, where models are found, GPU choice and the ChimeraX script."""
+import importlib.util
+import os
+import shutil
+import tempfile
+import unittest
+from pathlib import Path
+from unittest import mock
+
+import pwem
+from pwem.objects import Volume
+from pyworkflow.plugin import Domain
+
+import deepemhancer_plugin
+from deepemhancer_plugin import Plugin
+from deepemhancer_plugin.constants import DEVICE_VAR, OFFICIAL_WEIGHTS_VAR, WEIGHTS_HOME_VAR
+from deepemhancer_plugin.models import find_choice, model_choices, official_weights_folder, resolve_model
+from deepemhancer_plugin.protocols import (ProtDeepEMhancer, ProtDeepEMhancerHalfMapFSC, ProtDeepEMhancerMask,
+                                           ProtDeepEMhancerSharpen)
+from deepemhancer_plugin.viewers.comparison import ChainMap, chimerax_script
+
+from .helpers import TINY_MODEL, write_tiny_models
+
+PROTOCOLS = (ProtDeepEMhancer, ProtDeepEMhancerHalfMapFSC, ProtDeepEMhancerMask, ProtDeepEMhancerSharpen)
+
+
+class FakeInstallEnv:
+    """Records what defineBinaries asks Scipion's installer to do."""
+
+    def __init__(self, em_folder):
+        self.em_folder = em_folder
+        self.packages = []
+
+    def getEmFolder(self):
+        return self.em_folder
+
+    def getPython(self):
+        return "/scipion/python"
+
+    def addPackage(self, name, **kwargs):
+        self.packages.append((name, kwargs))
+
+
+def fake_xmipp_bundle(xmipp_home: Path) -> Path:
+    """Official weights where Scipion's xmipp bundle keeps them (names only: nothing is converted)."""
+    bundle = xmipp_home / "models" / "deepEMhancer_v016"
+    (bundle / "production_checkpoints").mkdir(parents=True)
+    for name in ("tightTarget", "wideTarget", "highRes", "masked"):
+        (bundle / "production_checkpoints" / f"deepEMhancer_{name}.hd5").write_bytes(b"")
+    return bundle
+
+
+class TestPluginRegistration(unittest.TestCase):
+
+    def test_found_through_the_entry_point(self):
+        self.assertIs(Domain.getPluginModule("deepemhancer_plugin"), deepemhancer_plugin)
+        for protocol in PROTOCOLS:
+            self.assertIs(Domain.findClass(protocol.__name__), protocol)
+        self.assertIn("DeepEMhancerComparisonViewer", Domain.getViewers())
+        self.assertIn("DeepEMhancerModelWizard", Domain.getWizards())
+
+    def test_protocols_sit_in_3d_postprocess(self):
+        from pyworkflow.gui.project.viewprotocols_extra import ProtocolTreeConfig
+
+        tree = ProtocolTreeConfig.load(Domain, os.path.join(os.path.dirname(pwem.__file__), "protocols.conf"))
+        section = next(child for child in tree["Protocols SPA"].childs if child.text == "3D")
+        group = next(child for child in section.childs if child.text == "Postprocess")
+        values = {child.value for child in group.childs}
+        self.assertTrue({p.__name__ for p in PROTOCOLS} <= values, values)
+
+    def test_citations_resolve(self):
+        bibtex = Domain.getPluginModule("deepemhancer_plugin")._bibtex  # parsed from bibtex.py's docstring
+        paper = bibtex["SanchezGarcia2021"]
+        self.assertEqual((paper["journal"], paper["volume"], paper["pages"], paper["year"]),
+                         ("Communications Biology", "4", "874", "2021"))
+        self.assertIn("10.1038/s42003-021-02399-1", paper["doi"])
+        keys = set(deepemhancer_plugin._references)
+        for protocol in PROTOCOLS:
+            keys |= set(protocol()._citations())
+        self.assertTrue(keys <= set(bibtex), keys - set(bibtex))
+
+    def test_fresh_install_has_no_missing_paths(self):
+        self.assertEqual(Plugin._pathVars, [])
+        self.assertFalse(Plugin.validateInstallation())
+
+
+@unittest.skipIf(importlib.util.find_spec("xmipp3") is not None, "xmipp3 is installed: its own folders win")
+class TestWeights(unittest.TestCase):
+    """Every folder is a temporary one, also when run inside a real Scipion installation."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp())
+        patches = [mock.patch.object(pwem.Config, "XMIPP_HOME", str(self.tmp / "xmipp")),
+                   mock.patch.dict(Plugin._vars, {WEIGHTS_HOME_VAR: str(self.tmp / "weights"),
+                                                  OFFICIAL_WEIGHTS_VAR: ""}),
+                   mock.patch.dict(os.environ, {OFFICIAL_WEIGHTS_VAR: ""})]
+        for patch in patches:
+            patch.start()
+            self.addCleanup(patch.stop)
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def test_installb_downloads_the_official_weights(self):
+        env = FakeInstallEnv("/em")
+        Plugin.defineBinaries(env)
+        [(name, package)] = env.packages
+        [(command, targets)] = package["commands"]
+        self.assertEqual((name, package["version"], package["default"]), ("deepemhancerWeights", "1.0", False))
+        self.assertEqual(command, "DEEPEMHANCER_MODELS_DIR=/em/deepemhancerWeights-1.0/models "
+                                  "/scipion/python -m deepemhancer models download weights")
+        self.assertEqual(targets, ["models/tightTarget.json"])
+
+    def test_xmipp_bundle_is_found_and_imported_by_installb(self):
+        bundle = fake_xmipp_bundle(self.tmp / "xmipp")
+        self.assertEqual(official_weights_folder(), bundle)
+        env = FakeInstallEnv("/em")
+        Plugin.defineBinaries(env)
+        command = env.packages[0][1]["commands"][0][0]
+        self.assertTrue(command.endswith(f"-m deepemhancer models import {bundle}"), command)
+        masked = find_choice("masked")
+        self.assertEqual((masked.normalization, masked.origin), ("masked", f"official weights in {bundle}"))
+        self.assertEqual(find_choice("tightTarget").normalization, "noise")
+
+    def test_models_converted_by_installb_are_used(self):
+        folder = Plugin.getWeightsModelsDir()
+        os.makedirs(folder)
+        write_tiny_models(folder)
+        os.rename(os.path.join(folder, f"{TINY_MODEL}.json"), os.path.join(folder, "shared.json"))
+        os.rename(os.path.join(folder, f"{TINY_MODEL}.safetensors"), os.path.join(folder, "shared.safetensors"))
+        self.assertEqual(find_choice("shared").origin, "Scipion weights package")
+        self.assertEqual(resolve_model("shared"), Path(folder) / "shared.json")
+        names = [choice.name for choice in model_choices()]
+        self.assertLess(names.index("demo-untrained"), names.index("shared"))  # the engine's places first
+
+
+class TestDevice(unittest.TestCase):
+
+    def setUp(self):
+        self.saved = Plugin.getVar(DEVICE_VAR)
+
+    def tearDown(self):
+        Plugin._vars[DEVICE_VAR] = self.saved
+
+    def test_default_device_variable_sets_the_form_defaults(self):
+        Plugin._vars[DEVICE_VAR] = "cpu"
+        self.assertFalse(ProtDeepEMhancer().useGpu.get())
+        Plugin._vars[DEVICE_VAR] = "1,2"
+        prot = ProtDeepEMhancer()
+        self.assertTrue(prot.useGpu.get())
+        self.assertEqual(prot.gpuList.get(), "1,2")
+
+    def test_engine_device_string(self):
+        prot = ProtDeepEMhancer(gpuList="0 2")
+        self.assertEqual(prot._gpuIds(), "0,2")
+        prot.useGpu.set(False)
+        self.assertEqual(prot._gpuIds(), "-1")
+
+
+class TestChimeraXScript(unittest.TestCase):
+
+    def test_script_places_contours_and_tiles(self):
+        maps = [ChainMap("raw", "raw", "/data/raw.mrc", 1.06, (-53.0, -53.0, -53.0)),
+                ChainMap("enhanced", "enhanced", "/data/enh.mrc", 1.06, (-53.0, -53.0, -53.0))]
+        text = chimerax_script(maps, [0.5, 0.125], (12345.0, "the volume of mask"))
+        lines = [line for line in text.splitlines() if not line.startswith("#")]
+        self.assertEqual(lines, [
+            'open "/data/raw.mrc" format mrc',
+            "volume #1 voxelSize 1.06 origin -53.0000,-53.0000,-53.0000 level 0.5 style surface",
+            'open "/data/enh.mrc" format mrc',
+            "volume #2 voxelSize 1.06 origin -53.0000,-53.0000,-53.0000 level 0.125 style surface",
+            "tile #1-2",
+            "view"])
+        self.assertIn("Every contour encloses 12345 Å³ (the volume of mask).", text)
+
+    def test_output_volume_copies_sampling_and_origin(self):
+        from deepemhancer_plugin.convert import output_volume
+        from pwem.objects import Transform
+
+        source = Volume()
+        source.setSamplingRate(1.3)
+        origin = Transform()
+        origin.setShifts(-10.0, 5.0, 2.5)
+        source.setOrigin(origin)
+        out = output_volume("out.mrc", source)
+        self.assertEqual((out.getFileName(), out.getSamplingRate()), ("out.mrc", 1.3))
+        self.assertEqual(tuple(out.getOrigin().getShifts()), (-10.0, 5.0, 2.5))
+        self.assertIsNot(out.getOrigin(), source.getOrigin())

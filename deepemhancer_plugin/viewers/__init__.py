@@ -1,0 +1,3 @@
+from .viewer_comparison import DeepEMhancerComparisonViewer
+
+__all__ = ["DeepEMhancerComparisonViewer"]
