@@ -149,6 +149,24 @@ def read_map(path: str | Path) -> Map:
     Raises InputError, with one line saying what to do, for anything that is not a finite,
     real-valued 3D map.
     """
+    path, header, data = _open_map(path, header_only=False)
+    _check_is_volume(path, data)
+    geometry = _geometry_from_header(path, header)
+    array = _as_float32(data)
+    _check_finite(array, str(path))
+    return Map(array, geometry)
+
+
+def read_header(path: str | Path) -> tuple[tuple[int, int, int], Geometry]:
+    """The array shape (sections, rows, columns) and geometry of a map, without reading its data
+    (for checks before long work)."""
+    path, header, _ = _open_map(path, header_only=True)
+    shape = (int(header.nz), int(header.ny), int(header.nx))
+    return shape, _geometry_from_header(path, header)
+
+
+def _open_map(path: str | Path, header_only: bool):
+    """(path, header copy, data or None), or InputError with one line."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"map {path} not found; check the path")
@@ -159,16 +177,10 @@ def read_map(path: str | Path) -> Map:
             # Strict reading: the only warning mrcfile gives then (data longer than the header
             # says) means the header may not describe the data, so it is an error too.
             warnings.simplefilter("error", RuntimeWarning)
-            with mrcfile.open(path, mode="r", permissive=False) as mrc:
-                header = mrc.header.copy()
-                data = mrc.data
+            with mrcfile.open(path, mode="r", permissive=False, header_only=header_only) as mrc:
+                return path, mrc.header.copy(), None if header_only else mrc.data
     except (ValueError, RuntimeWarning, OSError, EOFError, zlib.error) as error:
         raise InputError(_explain_read_error(path, error)) from None
-    _check_is_volume(path, data)
-    geometry = _geometry_from_header(path, header)
-    array = _as_float32(data)
-    _check_finite(array, str(path))
-    return Map(array, geometry)
 
 
 def write_map(m: Map, path: str | Path, overwrite: bool = False) -> Path:

@@ -559,3 +559,15 @@ def test_emd3197(shared_data, tmp_path):
     out = write_map(m, tmp_path / "copy.mrc.gz")
     assert header_fields(out) == header_fields(path)
     np.testing.assert_array_equal(read_map(out).data, m.data)
+
+
+def test_read_header_matches_read_map_without_the_data(tmp_path):
+    from deepemhancer.mapio import read_header
+
+    data = np.random.default_rng(3).normal(size=(6, 7, 8)).astype(np.float32)
+    m = Map(data, Geometry.for_grid(data.shape, 1.3, origin=(1.0, -2.0, 3.5)))
+    path = write_map(m, tmp_path / "h.mrc")
+    shape, geometry = read_header(path)
+    assert shape == (6, 7, 8) and geometry == read_map(path).geometry
+    with pytest.raises(InputError, match="not found"):
+        read_header(tmp_path / "missing.mrc")
