@@ -7,8 +7,8 @@ import os
 from pwem.emlib.image import ImageHandler
 from pyworkflow.protocol import params
 
-from ..constants import INPUT_TWO_HALVES, INPUT_VOLUME
-from ..convert import is_mrc, map_path
+from ..constants import INPUT_TWO_HALVES, INPUT_VOLUME, OUTPUT_FSC, OUTPUT_VOLUME
+from ..convert import fsc_object, is_mrc, map_path
 
 
 class HalfMapInput:
@@ -117,6 +117,26 @@ class HalfMapInput:
             return [f"The half maps have different origins ({tuple(shifts[0])} and {tuple(shifts[1])} Å): "
                     f"give the two half maps of one refinement."]
         return []
+
+    def _validateMask(self) -> list[str]:
+        """An optional ``inputMask`` must be an MRC map on the half maps' grid."""
+        mask = self.inputMask.get()
+        if mask is None:
+            return []
+        if not is_mrc(mask.getFileName()):
+            return [f"The mask {map_path(mask.getFileName())} is not an MRC map: convert it first."]
+        if ImageHandler().getDimensions(map_path(mask.getFileName()))[:3] != \
+                ImageHandler().getDimensions(self._sourceFiles()[0])[:3]:
+            return ["The mask's box differs from the half maps': make the mask on their grid."]
+        return []
+
+    def _defineVolumeAndFsc(self, volume, result: dict) -> None:
+        """Register a map and the half-map FSC of ``result`` as outputs, related to the inputs."""
+        fsc = fsc_object(result, "half-map FSC" + (" (masked, corrected)" if result["masked"] else ""))
+        self._defineOutputs(**{OUTPUT_VOLUME: volume, OUTPUT_FSC: fsc})
+        for pointer in self._inputPointers():
+            self._defineTransformRelation(pointer, volume)
+            self._defineSourceRelation(pointer, fsc)
 
     # --------------------------- info ------------------------------------------------
     def _inputSummary(self) -> str:

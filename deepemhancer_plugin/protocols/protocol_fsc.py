@@ -2,13 +2,12 @@ from __future__ import annotations
 
 import os
 
-from pwem.emlib.image import ImageHandler
 from pwem.objects import FSC, Volume
 from pwem.protocols import ProtAnalysis3D
 from pyworkflow.protocol import params
 
 from ..constants import AVERAGE_FILE, FSC_FILE, FSC_THRESHOLD, OUTPUT_FSC, OUTPUT_VOLUME
-from ..convert import (curve_dict, fsc_object, is_mrc, map_path, output_volume, read_json, read_volume_file,
+from ..convert import (curve_dict, map_path, output_volume, read_json, read_volume_file,
                        write_json)
 from .inputs import HalfMapInput
 
@@ -65,12 +64,7 @@ class ProtDeepEMhancerHalfMapFSC(HalfMapInput, ProtAnalysis3D):
     def createOutputStep(self):
         average = output_volume(self._getExtraPath(AVERAGE_FILE), self.getReferenceVolume())
         average.setHalfMaps(self.getHalfMapFiles())
-        result = read_json(self._getExtraPath(FSC_FILE))
-        fsc = fsc_object(result, "half-map FSC" + (" (masked, corrected)" if result["masked"] else ""))
-        self._defineOutputs(**{OUTPUT_VOLUME: average, OUTPUT_FSC: fsc})
-        for pointer in self._inputPointers():
-            self._defineTransformRelation(pointer, average)
-            self._defineSourceRelation(pointer, fsc)
+        self._defineVolumeAndFsc(average, read_json(self._getExtraPath(FSC_FILE)))
 
     # --------------------------- INFO --------------------------------------------------
     def getResult(self) -> dict | None:
@@ -80,14 +74,7 @@ class ProtDeepEMhancerHalfMapFSC(HalfMapInput, ProtAnalysis3D):
 
     def _validate(self):
         errors = self._validateInput()
-        mask = self.inputMask.get()
-        if mask is not None and not errors:
-            if not is_mrc(mask.getFileName()):
-                errors.append(f"The mask {map_path(mask.getFileName())} is not an MRC map: convert it first.")
-            elif ImageHandler().getDimensions(map_path(mask.getFileName()))[:3] != \
-                    ImageHandler().getDimensions(self._sourceFiles()[0])[:3]:
-                errors.append("The mask's box differs from the half maps': make the mask on their grid.")
-        return errors
+        return errors or self._validateMask()
 
     def _summary(self):
         summary = [self._inputSummary()]
@@ -105,7 +92,7 @@ class ProtDeepEMhancerHalfMapFSC(HalfMapInput, ProtAnalysis3D):
         result = self.getResult()
         if result is None:
             return []
-        return [f"The two half maps were averaged and their Fourier shell correlation computed"
+        return ["The two half maps were averaged and their Fourier shell correlation computed"
                 + (" inside a mask, corrected by phase randomisation [Chen2013]" if result["masked"] else "")
                 + f"; it falls below {FSC_THRESHOLD} [Rosenthal2003] at {result['resolution']:.2f} Å."]
 

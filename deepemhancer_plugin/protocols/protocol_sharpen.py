@@ -2,13 +2,12 @@ from __future__ import annotations
 
 import os
 
-from pwem.emlib.image import ImageHandler
 from pwem.objects import FSC, Volume
 from pwem.protocols import ProtAnalysis3D
 from pyworkflow.protocol import params
 
 from ..constants import FSC_THRESHOLD, OUTPUT_FSC, OUTPUT_VOLUME, SHARPENED_FILE, SHARPENING_FILE
-from ..convert import (curve_dict, fsc_object, is_mrc, map_path, output_volume, read_json, read_volume_file,
+from ..convert import (curve_dict, map_path, output_volume, read_json, read_volume_file,
                        write_json)
 from .inputs import HalfMapInput
 
@@ -87,12 +86,7 @@ class ProtDeepEMhancerSharpen(HalfMapInput, ProtAnalysis3D):
 
     def createOutputStep(self):
         volume = output_volume(self._getExtraPath(SHARPENED_FILE), self.getReferenceVolume())
-        result = read_json(self._getExtraPath(SHARPENING_FILE))
-        fsc = fsc_object(result, "half-map FSC" + (" (masked, corrected)" if result["masked"] else ""))
-        self._defineOutputs(**{OUTPUT_VOLUME: volume, OUTPUT_FSC: fsc})
-        for pointer in self._inputPointers():
-            self._defineTransformRelation(pointer, volume)
-            self._defineSourceRelation(pointer, fsc)
+        self._defineVolumeAndFsc(volume, read_json(self._getExtraPath(SHARPENING_FILE)))
 
     # --------------------------- INFO --------------------------------------------------
     def getResult(self) -> dict | None:
@@ -109,14 +103,7 @@ class ProtDeepEMhancerSharpen(HalfMapInput, ProtAnalysis3D):
             errors.append("The resolution must be finer (smaller) than the Guinier fit's low-resolution limit.")
         if self.mtfFile.get() and not os.path.isfile(self.mtfFile.get()):
             errors.append(f"The MTF file {self.mtfFile.get()} does not exist.")
-        mask = self.inputMask.get()
-        if mask is not None and not errors:
-            if not is_mrc(mask.getFileName()):
-                errors.append(f"The mask {map_path(mask.getFileName())} is not an MRC map: convert it first.")
-            elif ImageHandler().getDimensions(map_path(mask.getFileName()))[:3] != \
-                    ImageHandler().getDimensions(self._sourceFiles()[0])[:3]:
-                errors.append("The mask's box differs from the half maps': make the mask on their grid.")
-        return errors
+        return errors or self._validateMask()
 
     def _summary(self):
         summary = [self._inputSummary()]
