@@ -315,6 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_models(argv[1:])
         if argv[:1] == ["evaluate"]:
             return _run_evaluate(argv[1:])
+        if argv[:1] in (["train"], ["validate"]):
+            from .train_cli import main as train_main
+
+            return train_main(argv)
         return _run_enhance(argv)
     except DeepEMhancerError as error:
         print(f"deepemhancer: error: {error}", file=sys.stderr)

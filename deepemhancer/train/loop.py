@@ -1,0 +1,230 @@
+"""The training loop: AdamW, linear warm-up then cosine decay, optional bf16 autocast, atomic
+checkpoints with resume, a JSON-lines log of losses and validation metrics, and the export of the
+trained network as a model JSON + safetensors."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..models.store import save_model
+from ..nn import UNet, count_parameters
+from .config import TrainConfig
+from .dataset import CubeStream, build_pool, fixed_cubes, split_structures
+
+log = logging.getLogger("deepemhancer")
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+STRUCTURE_PATTERNS = ("*.pdb", "*.pdb.gz", "*.ent", "*.ent.gz", "*.cif", "*.cif.gz")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run did: the steps reached, the seconds it trained (this invocation), the model written."""
+
+    step: int
+    seconds: float
+    model_json: Path
+    last_loss: float
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then a cosine from 1 down to
+    ``min_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss by name (the original trained with L1)."""
+    functions = {"l1": torch.nn.functional.l1_loss, "mse": torch.nn.functional.mse_loss,
+                 "smooth_l1": lambda a, b: torch.nn.functional.smooth_l1_loss(a, b, beta=0.1)}
+    return functions[name]
+
+
+def find_structures(folder: str | Path) -> list[Path]:
+    """The atomic models in a folder."""
+    folder = Path(folder)
+    found = sorted({p for pattern in STRUCTURE_PATTERNS for p in folder.glob(pattern)})
+    if not found:
+        raise InputError(f"no atomic models (*.pdb, *.cif, optionally .gz) in {folder}; set 'structures' in the config")
+    return found
+
+
+def training_split(config: TrainConfig) -> tuple[list[Path], list[Path], list[Path]]:
+    """(train, monitor, held_out) structures: held-out ones are never simulated for training; the
+    monitor ones (taken from the training split's end) only give the validation loss."""
+    train, held_out = split_structures(find_structures(config.structures), config.holdout_every,
+                                       config.holdout_offset)
+    monitor = train[len(train) - config.monitor_count:] if config.monitor_count else []
+    train = train[:len(train) - config.monitor_count]
+    if config.max_structures:
+        # an evenly spread subset, so that small runs still see varied structures
+        picks = np.linspace(0, len(train) - 1, min(config.max_structures, len(train))).round().astype(int)
+        train = [train[i] for i in sorted(set(picks))]
+    if not train:
+        raise InputError("no structure is left for training; lower holdout/monitor counts or add structures")
+    return train, monitor, held_out
+
+
+def build_network(config: TrainConfig) -> UNet:
+    """The project's U-Net with this config's width, groups, channels and kernel."""
+    return UNet(config.width, config.groups, config.channels, config.kernel_size)
+
+
+def training_device(name: str) -> torch.device:
+    """The device a config asks for ('auto': the first GPU when there is one)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but no CUDA GPU is visible; use device=cpu or auto")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def save_checkpoint(path: Path, step: int, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, config: TrainConfig, seconds: float) -> None:
+    """Write the training state atomically (a crash never leaves a half-written checkpoint)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"step": step, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "config": dataclasses.asdict(config),
+                "seconds": seconds, "torch_rng": torch.get_rng_state()}, tmp)
+    os.replace(tmp, path)
+
+
+def _append_log(path: Path, record: dict) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+@torch.no_grad()
+def validation_metrics(network: torch.nn.Module, cubes: tuple[torch.Tensor, torch.Tensor], loss_name: str,
+                       precision: str, device: torch.device) -> dict[str, float]:
+    """Loss and mean per-cube Pearson correlation of the prediction and of the input with the target."""
+    network.eval()
+    inputs, targets = cubes
+    predictions = []
+    for i in range(inputs.shape[0]):  # one at a time: 64³ cubes on a small machine
+        with _autocast(device, precision):
+            predictions.append(network(inputs[i:i + 1].to(device)).float().cpu())
+    network.train()
+    prediction = torch.cat(predictions)
+
+    def mean_cc(a: torch.Tensor, b: torch.Tensor) -> float:
+        a = a.flatten(1) - a.flatten(1).mean(1, keepdim=True)
+        b = b.flatten(1) - b.flatten(1).mean(1, keepdim=True)
+        cc = (a * b).sum(1) / ((a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12))
+        return float(cc.mean())
+
+    return {"validation_loss": float(loss_function(loss_name)(prediction, targets)),
+            "validation_cc": mean_cc(prediction, targets), "input_cc": mean_cc(inputs, targets)}
+
+
+def export(network: torch.nn.Module, config: TrainConfig, json_path: Path, step: int, seconds: float,
+           held_out: Sequence[Path]) -> Path:
+    """Write the network as a bundled-style model (weights stored in bf16 to stay small)."""
+    state = {k: v.detach().cpu().to(torch.bfloat16) if v.is_floating_point() else v.cpu()
+             for k, v in network.state_dict().items()}
+    description = config.description or (
+        f"CPU-trained small model ({count_parameters(network):,} parameters, {step} steps); simulated "
+        f"{config.target}-target training data; see docs/models/{config.name}.md")
+    metadata = {"name": config.name, "description": description, "architecture": network.architecture(),
+                "normalization": "noise", "cube_size": 64, "stride": 16, "voxel_size": 1.0, "trained": True,
+                "default": False,
+                "training": {"steps": step, "seconds": round(seconds, 1), "seed": config.seed,
+                             "target": config.target, "loss": config.loss, "cube": config.cube,
+                             "held_out": [Path(p).name for p in held_out]}}
+    return save_model(json_path, metadata, state)
+
+
+def train(config: TrainConfig, resume: bool = True, pool_cache: Path | None = None) -> TrainResult:
+    """Run (or continue) a training run in ``config.out``; returns where the model was written."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    train_paths, monitor_paths, held_out = training_split(config)
+    (out / "split.json").write_text(json.dumps({
+        "train": [p.name for p in train_paths], "monitor": [p.name for p in monitor_paths],
+        "held_out": [p.name for p in held_out]}, indent=1))
+
+    device = training_device(config.device)
+    network = build_network(config).to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps, config.min_lr_ratio))
+    step, seconds = 0, 0.0
+    checkpoint = out / CHECKPOINT
+    if resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        step, seconds = int(state["step"]), float(state["seconds"])
+        log.info("resuming from step %d (%s)", step, checkpoint)
+
+    logfile = out / LOG
+    if step == 0:
+        logfile.unlink(missing_ok=True)  # a fresh run gets a fresh log
+    started = time.monotonic()
+    cache = pool_cache if pool_cache is not None else out / "pool"
+    settings = config.settings()
+    pool = build_pool(train_paths, range(config.realisations), config.target, settings, config.cube,
+                      config.pool_workers, cache)
+    monitor = (fixed_cubes(build_pool(monitor_paths, [1000], config.target, settings, config.validation_cube,
+                                      config.pool_workers, cache),
+                           config.validation_cube, config.validation_cubes, config.on_molecule, config.seed)
+               if monitor_paths and config.validation_cubes else None)
+    log.info("pool of %d simulated maps ready in %.0f s", len(pool), time.monotonic() - started)
+
+    stream = CubeStream(pool, config.cube, config.on_molecule, config.seed, start_step=step)
+    loader = torch.utils.data.DataLoader(stream, batch_size=config.batch_size, num_workers=config.workers,
+                                         persistent_workers=False)
+    criterion = loss_function(config.loss)
+    network.train()
+    loss_value = float("nan")
+    tick = time.monotonic()
+    for inputs, targets in loader:
+        if step >= config.steps:
+            break
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with _autocast(device, config.precision):
+            prediction = network(inputs)
+        loss = criterion(prediction.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        loss_value = float(loss.detach())
+        now = time.monotonic()
+        seconds, tick = seconds + (now - tick), now
+        if step % config.log_every == 0 or step == config.steps:
+            _append_log(logfile, {"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                                  "seconds": round(seconds, 2)})
+            log.info("step %d loss %.5f lr %.2e", step, loss_value, scheduler.get_last_lr()[0])
+        if monitor is not None and (step % config.validate_every == 0 or step == config.steps):
+            metrics = validation_metrics(network, monitor, config.loss, config.precision, device)
+            _append_log(logfile, {"step": step, **metrics})
+            log.info("step %d %s", step, " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            tick = time.monotonic()  # validation time is not training time
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save_checkpoint(checkpoint, step, network, optimizer, scheduler, config, seconds)
+    model_json = export(network, config, out / f"{config.name}.json", step, seconds, held_out)
+    return TrainResult(step=step, seconds=seconds, model_json=model_json, last_loss=loss_value)

@@ -1,0 +1,160 @@
+"""Training pipeline: simulation, cube sampling, config, schedule, and a tiny CPU smoke run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepemhancer.errors import InputError
+from deepemhancer.models.store import load_network
+from deepemhancer.train import dataset, loop, simulate
+from deepemhancer.train.config import TrainConfig, make_config
+from deepemhancer.train_cli import main as train_cli_main
+
+RESIDUES = ("ALA", "GLY", "SER", "LEU", "VAL", "THR", "ILE", "ASP", "GLU", "LYS", "ARG", "PHE")
+
+
+def write_structure(path: Path, seed: int, residues: int = 24) -> Path:
+    """A small made-up backbone (N, CA, C, O per residue) on a random walk: gemmi reads it as a PDB."""
+    rng = np.random.default_rng(seed)
+    lines, serial, position = [], 1, np.zeros(3)
+    for r in range(residues):
+        step = rng.normal(size=3)
+        position = position + 3.8 * step / np.linalg.norm(step)
+        position = np.clip(position, -9.0, 9.0)  # keep it compact: a small box
+        for name, element in (("N", "N"), ("CA", "C"), ("C", "C"), ("O", "O")):
+            xyz = position + rng.normal(scale=0.8, size=3)
+            lines.append(f"ATOM  {serial:5d}  {name:<3} {RESIDUES[r % len(RESIDUES)]} A{r + 1:4d}    "
+                         f"{xyz[0]:8.3f}{xyz[1]:8.3f}{xyz[2]:8.3f}  1.00 30.00           {element}")
+            serial += 1
+    path.write_text("\n".join(lines + ["END"]) + "\n")
+    return path
+
+
+def numpy_fsc(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference FSC (cubic box, 1 Å voxels): shell frequencies and correlations."""
+    fa, fb = np.fft.fftn(a), np.fft.fftn(b)
+    n = a.shape[0]
+    f = np.fft.fftfreq(n)
+    shell = np.rint(np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2) * n).astype(int)
+    cross = np.bincount(shell.ravel(), (fa * fb.conj()).real.ravel())
+    pa = np.bincount(shell.ravel(), (np.abs(fa) ** 2).ravel())
+    pb = np.bincount(shell.ravel(), (np.abs(fb) ** 2).ravel())
+    k = np.arange(1, n // 2 + 1)
+    return k / n, cross[k] / np.sqrt(pa[k] * pb[k])
+
+
+def test_simulated_halves_reach_the_drawn_resolution(tmp_path):
+    path = write_structure(tmp_path / "AAAA_target.pdb", 1)
+    sim = simulate.simulate(path, np.random.default_rng(3), resolution=4.0)
+    frequency, correlation = numpy_fsc(sim.half1, sim.half2)
+    # FSC crosses 0.143 near 1/4 Å⁻¹: above it two shells before, below it two shells after
+    k = int(np.argmin(np.abs(frequency - 0.25)))
+    assert correlation[k - 2] > 0.143 > correlation[k + 2]
+    assert not np.array_equal(sim.half1, sim.half2)
+
+
+def test_target_is_masked_tight_and_local_resolution_bounded(tmp_path):
+    path = write_structure(tmp_path / "AAAA_target.pdb", 2)
+    sim = simulate.simulate(path, np.random.default_rng(4), resolution=6.0)
+    assert np.all(sim.target[~sim.mask] == 0)
+    assert 0 < sim.mask.mean() <= 0.05 + 1e-6  # above the 95th percentile of the box
+    # the unmasked target is limited to the local resolution, here nowhere finer than Nyquist; the
+    # local-resolution map itself stays between Nyquist and 2.5 × the drawn resolution
+    assert sim.local_resolution.min() >= 2.0 and sim.local_resolution.max() <= 15.0 + 1e-4
+    assert abs(np.percentile(sim.input[~sim.envelope], 50)) < 0.05  # solvent normalised around 0
+
+
+def test_locally_lowpassed_removes_detail_beyond_the_local_resolution():
+    rng = np.random.default_rng(0)
+    volume = rng.standard_normal((32, 32, 32)).astype(np.float32)
+    out = simulate.locally_lowpassed(volume, np.full(volume.shape, 6.0, dtype=np.float32))
+    spectrum = np.abs(np.fft.fftn(out)) ** 2
+    f = np.fft.fftfreq(32)
+    s = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
+    assert spectrum[s > 1 / 6 + 1e-6].max() < 1e-6 * spectrum.max()
+    assert spectrum[(s > 0) & (s < 0.8 / 6)].mean() > 0.5 * (np.abs(np.fft.fftn(volume)) ** 2).mean()
+
+
+def test_split_is_deterministic_and_disjoint():
+    paths = [f"/x/{name}_target.pdb.gz" for name in ("B1", "A1", "C1", "D1", "E1", "F1")]
+    train, held = dataset.split_structures(paths, 3, 1)
+    assert [p.name for p in held] == ["B1_target.pdb.gz", "E1_target.pdb.gz"]
+    assert not set(train) & set(held) and len(train) + len(held) == 6
+    assert dataset.split_structures(reversed(paths), 3, 1) == (train, held)
+
+
+def test_symmetry_and_cube_sampling():
+    rng = np.random.default_rng(0)
+    volume = rng.standard_normal((4, 5, 6))
+    out = dataset.apply_symmetry(volume, ((2, 0, 1), (True, False, True)))
+    assert np.array_equal(out, volume.transpose(2, 0, 1)[::-1, :, ::-1])
+    entry = dataset.PoolMap("x", rng.standard_normal((20, 20, 20)).astype(np.float32),
+                            np.zeros((20, 20, 20), np.float32), np.array([0]))
+    x, y = dataset.sample_cube(entry, 16, 1.0, rng)
+    assert x.shape == y.shape == (16, 16, 16)
+    # the cube holds the voxels of some 16³ window of the volume, rearranged
+    assert np.isclose(np.sort(x.ravel()), np.sort(entry.input[:16, :16, :16].ravel())).all()
+
+
+def test_learning_rate_schedule():
+    assert loop.lr_factor(0, 10, 100, 0.1) == pytest.approx(0.1)
+    assert loop.lr_factor(9, 10, 100, 0.1) == pytest.approx(1.0)
+    assert loop.lr_factor(55, 10, 100, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert loop.lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+def test_config_file_and_overrides(tmp_path):
+    (tmp_path / "c.toml").write_text('steps = 7\nloss = "mse"\nchannels = [4, 8]\n')
+    config = make_config(tmp_path / "c.toml", ["batch_size=3", "simulation={\"margin\": 8.0}"])
+    assert (config.steps, config.loss, config.channels, config.batch_size) == (7, "mse", [4, 8], 3)
+    assert config.settings().margin == 8.0
+    with pytest.raises(InputError, match="unknown keys"):
+        (tmp_path / "bad.json").write_text(json.dumps({"stepz": 1}))
+        make_config(tmp_path / "bad.json")
+    with pytest.raises(InputError, match="multiple of 16"):
+        make_config(None, ["cube=24"])
+
+
+def _tiny_config(tmp_path: Path, steps: int) -> TrainConfig:
+    folder = tmp_path / "structures"
+    folder.mkdir(exist_ok=True)
+    for i, name in enumerate(("AAAA", "BBBB", "CCCC")):
+        write_structure(folder / f"{name}_target.pdb", 10 + i)
+    return make_config(None, [
+        f"structures={folder}", f"out={tmp_path / 'run'}", "holdout_every=3", "holdout_offset=2",
+        "monitor_count=1", "width=1.0", "groups=2", "channels=[4, 8]", "kernel_size=3", f"steps={steps}",
+        "batch_size=2", "cube=16", "validation_cube=16", "validation_cubes=2", "lr=0.01", "warmup_steps=2",
+        "workers=0", "pool_workers=0", "log_every=1", "validate_every=10", "checkpoint_every=10", "seed=1"])
+
+
+def test_smoke_training_loss_decreases_and_resume_continues(tmp_path):
+    config = _tiny_config(tmp_path, 10)
+    result = loop.train(config)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert result.step == 10 and len(losses) == 10
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert any("validation_cc" in r for r in records)
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["held_out"] == ["CCCC_target.pdb"] and split["monitor"] == ["BBBB_target.pdb"]
+
+    network, metadata = load_network(result.model_json)
+    assert metadata["trained"] is True and metadata["training"]["held_out"] == ["CCCC_target.pdb"]
+    with torch.no_grad():
+        assert network(torch.zeros(1, 1, 64, 64, 64)).shape == (1, 1, 64, 64, 64)
+
+    more = _tiny_config(tmp_path, 13)
+    resumed = loop.train(more)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert resumed.step == 13 and steps[-3:] == [11, 12, 13]
+
+
+def test_cli_reports_bad_settings_in_one_line(capsys):
+    assert train_cli_main(["train", "--set", "nosuchkey=1"]) == 2
+    assert "nosuchkey" in capsys.readouterr().err
+    assert train_cli_main(["bogus"]) == 2
