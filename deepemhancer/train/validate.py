@@ -13,7 +13,7 @@ detail the data do not support.
 """
 from __future__ import annotations
 
-import logging
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,8 +29,6 @@ from ..pipeline import EnhanceOptions, Model, enhance
 from ..sharpen import sharpen
 from .dataset import structure_name, structure_seed
 from .simulate import SimulationSettings, coloured_noise, noise_scale, simulate
-
-log = logging.getLogger("deepemhancer")
 
 ARMS = ("raw", "bfactor", "model")
 HALVES_TOLERANCE = 0.95  # enhanced halves may agree to 95 % of the input's resolution (shell noise)
@@ -91,7 +89,7 @@ def enhance_with_fallback(source: Map | Sequence[Map], model: Model, options: En
         return enhance(source, model, options)
     except NormalizationError as error:
         notes.append(f"automatic noise estimate failed ({error}); used the solvent statistics")
-        return enhance(source, model, EnhanceOptions(**{**options.__dict__, "noise_stats": noise}))
+        return enhance(source, model, dataclasses.replace(options, noise_stats=noise))
 
 
 def evaluate_case(name: str, half1: Map, half2: Map, structure_path: Path, model: Model,
