@@ -37,7 +37,7 @@ PRECISIONS = ["fp32", "tf32", "bf16", "fp16"]
 AUGMENTATIONS = ["1", "8", "24"]  # predictions of the map under cube symmetries, for the confidence map
 BLENDINGS = ["count", "gaussian"]
 
-DEFAULT_MODEL = "tightTarget"
+DEFAULT_MODEL = ""  # empty: tightTarget when installed, else the best bundled model
 DEFAULT_MASKED_MODEL = "masked"
 
 # Tight mask: source and threshold rule.

@@ -108,6 +108,18 @@ def model_choices() -> list[ModelChoice]:
     return list(found.values())
 
 
+OFFICIAL_DEFAULT = "tightTarget"
+
+
+def default_model_name() -> str:
+    """tightTarget when installed anywhere the plugin looks, else the engine's default (our best bundled model)."""
+    from deepemhancer.models import registry
+
+    if find_choice(OFFICIAL_DEFAULT) is not None:
+        return OFFICIAL_DEFAULT
+    return Path(registry.resolve_model()).stem
+
+
 def find_choice(name: str) -> ModelChoice | None:
     return next((choice for choice in model_choices() if choice.name == name), None)
 

@@ -65,10 +65,12 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
                       help="A tight mask of the molecule on the map's grid (e.g. from 'tight mask').")
         form.addParam("modelName", params.StringParam, default=DEFAULT_MODEL,
                       condition=f"normalization != {NORM_MASK}", label="Model",
-                      help="tightTarget (default), wideTarget (less aggressive, keeps weak regions), highRes "
-                           "(maps better than 4 Å): the official models, when installed ('scipion3 installb "
-                           "deepemhancerWeights', or Scipion's xmipp bundle). demo-untrained ships with the "
-                           "plugin and only demonstrates the pipeline. Use the wizard to list what is installed.")
+                      help="Empty (default): tightTarget when the official models are installed, else our "
+                           "bundled open-tight-small (a small CPU-trained model; read its model card). "
+                           "tightTarget, wideTarget (less aggressive, keeps weak regions), highRes (maps better "
+                           "than 4 Å): the official models, when installed ('scipion3 installb "
+                           "deepemhancerWeights', or Scipion's xmipp bundle). demo-untrained only demonstrates "
+                           "the pipeline. Use the wizard to list what is installed.")
         form.addParam("maskedModelName", params.StringParam, default=DEFAULT_MASKED_MODEL,
                       condition=f"normalization == {NORM_MASK}", label="Masked model",
                       help="A model trained for masked normalisation: the official 'masked' one.")
@@ -141,8 +143,12 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         return bool(self.confidence.get()) and self.usesHalfMaps()
 
     def getModelName(self) -> str:
-        name = self.maskedModelName if self.normalization.get() == NORM_MASK else self.modelName
-        return (name.get() or "").strip()
+        """The chosen model; an empty unmasked choice means the default (see models.default_model_name)."""
+        from ..models import default_model_name
+
+        if self.normalization.get() == NORM_MASK:
+            return (self.maskedModelName.get() or "").strip()
+        return (self.modelName.get() or "").strip() or default_model_name()
 
     # --------------------------- STEPS functions ---------------------------------------
     def enhanceStep(self, sources, sampling, settings):

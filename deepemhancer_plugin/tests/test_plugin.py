@@ -121,6 +121,13 @@ class TestWeights(unittest.TestCase):
         self.assertEqual((masked.normalization, masked.origin), ("masked", f"official weights in {bundle}"))
         self.assertEqual(find_choice("tightTarget").normalization, "noise")
 
+    def test_default_model_is_tight_target_when_installed_else_the_bundled_best(self):
+        from deepemhancer_plugin.models import default_model_name
+
+        self.assertEqual(default_model_name(), "open-tight-small")
+        fake_xmipp_bundle(self.tmp / "xmipp")
+        self.assertEqual(default_model_name(), "tightTarget")
+
     def test_models_converted_by_installb_are_used(self):
         folder = Plugin.getWeightsModelsDir()
         os.makedirs(folder)
