@@ -73,23 +73,21 @@ def read_json(path: str) -> dict:
 
 
 def curve_dict(curve) -> dict:
-    """An engine FSCCurve as JSON-ready values (frequency in 1/Å)."""
-    return {"frequency": [float(v) for v in curve.resolution],
-            "correlation": [float(v) for v in curve.correlation],
-            "n_voxels": [int(v) for v in curve.n_voxels],
-            "voxel_size": float(curve.voxel_size)}
+    """An engine FSCCurve as JSON-ready values: the engine's own format (``evaluate.curve_to_dict``)."""
+    from deepemhancer.evaluate import curve_to_dict
+
+    return curve_to_dict(curve)
 
 
 def curve_from_dict(content: dict):
     """The engine FSCCurve that ``curve_dict`` wrote."""
-    from deepemhancer.metrics import FSCCurve
+    from deepemhancer.evaluate import curve_from_dict as engine_curve_from_dict
 
-    return FSCCurve(np.asarray(content["frequency"]), np.asarray(content["correlation"]),
-                    np.asarray(content["n_voxels"]), float(content["voxel_size"]))
+    return engine_curve_from_dict(content)
 
 
 def fsc_object(curve: dict, label: str) -> FSC:
     """A pwem FSC (x: frequency in 1/Å, y: correlation) from ``curve_dict``'s content."""
     fsc = FSC(objLabel=label)
-    fsc.setData(list(curve["frequency"]), list(curve["correlation"]))
+    fsc.setData(list(curve["resolution_inv_angstrom"]), list(curve["correlation"]))
     return fsc

@@ -118,6 +118,11 @@ class HalfMapInput:
                     f"give the two half maps of one refinement."]
         return []
 
+    def _maskPath(self) -> str:
+        """The optional ``inputMask``'s file, or "" (a plain value, as step arguments must be)."""
+        mask = self.inputMask.get()
+        return map_path(mask.getFileName()) if mask is not None else ""
+
     def _validateMask(self) -> list[str]:
         """An optional ``inputMask`` must be an MRC map on the half maps' grid."""
         mask = self.inputMask.get()

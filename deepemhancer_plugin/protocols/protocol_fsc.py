@@ -7,7 +7,7 @@ from pwem.protocols import ProtAnalysis3D
 from pyworkflow.protocol import params
 
 from ..constants import AVERAGE_FILE, FSC_FILE, FSC_THRESHOLD, OUTPUT_FSC, OUTPUT_VOLUME
-from ..convert import (curve_dict, map_path, output_volume, read_json, read_volume_file,
+from ..convert import (curve_dict, output_volume, read_json, read_volume_file,
                        write_json)
 from .inputs import HalfMapInput
 
@@ -36,7 +36,7 @@ class ProtDeepEMhancerHalfMapFSC(HalfMapInput, ProtAnalysis3D):
     def _insertAllSteps(self):
         files = self._sourceFiles()
         sampling = self.getReferenceVolume().getSamplingRate()
-        mask = map_path(self.inputMask.get().getFileName()) if self.inputMask.get() is not None else ""
+        mask = self._maskPath()
         self._insertFunctionStep(self.averageStep, files, sampling, needsGPU=False)
         self._insertFunctionStep(self.fscStep, files, sampling, mask, needsGPU=False)
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)

@@ -7,7 +7,7 @@ from pwem.protocols import ProtAnalysis3D
 from pyworkflow.protocol import params
 
 from ..constants import FSC_THRESHOLD, OUTPUT_FSC, OUTPUT_VOLUME, SHARPENED_FILE, SHARPENING_FILE
-from ..convert import (curve_dict, map_path, output_volume, read_json, read_volume_file,
+from ..convert import (curve_dict, output_volume, read_json, read_volume_file,
                        write_json)
 from .inputs import HalfMapInput
 
@@ -56,7 +56,7 @@ class ProtDeepEMhancerSharpen(HalfMapInput, ProtAnalysis3D):
 
     # --------------------------- STEPS -------------------------------------------------
     def _insertAllSteps(self):
-        mask = map_path(self.inputMask.get().getFileName()) if self.inputMask.get() is not None else ""
+        mask = self._maskPath()
         settings = {"resolution": None if self.autoResolution.get() else self.resolution.get(),
                     "b_factor": None if self.autoBfactor.get() else self.bFactor.get(),
                     "low_resolution": self.lowResolution.get(),
