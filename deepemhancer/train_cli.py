@@ -113,5 +113,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[argv[0]](argv[1:])
     except (InputError, ModelError, NormalizationError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"deepemhancer: error: {error}", file=sys.stderr)
         return 2
