@@ -78,8 +78,9 @@ def _enhance_parser() -> argparse.ArgumentParser:
                              "24 rotations of the cube")
     parser.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
                         help="arithmetic precision of the network")
-    parser.add_argument("--blending", choices=("count", "gaussian"), default="count",
-                        help="default mode only: average overlapping cubes by count or a Gaussian window")
+    parser.add_argument("--blending", choices=("gaussian", "count"), default=None,
+                        help="default mode only: average overlapping cubes with a Gaussian window or by count "
+                             "(default: gaussian; count leaves cube-edge patterns, see docs/trust.md)")
     parser.add_argument("--stride", type=int, default=None, help="cube stride in voxels; default: the model's (16)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: torch's, which honours OMP_NUM_THREADS)")

@@ -29,7 +29,8 @@ class EnhanceOptions:
     legacy: reproduce the original step by step (count+1 blending, its padding, skimage round trip).
     noise_stats: (mean, std) of the solvent noise; None estimates them (ignored in masked mode).
     mask: a binary mask on the input's grid; selects masked normalisation (needs the masked model).
-    blending: corrected mode only: 'count' (true mean) or 'gaussian' (smooth window).
+    blending: corrected mode only: 'gaussian' (smooth window, the default: None) or 'count' (true
+        mean; cube edges then leave a pattern at the stride that independent halves share).
     stride: cube stride in voxels; None takes the model's (16 for the official models).
     cleaning_strength: remove connected components smaller than this fraction (0..1); None: off.
     gpu_ids: the original's -g: "0", "0,1", "all", "-1" (CPU).
@@ -41,7 +42,7 @@ class EnhanceOptions:
     legacy: bool = False
     noise_stats: tuple[float, float] | None = None
     mask: Map | None = None
-    blending: Literal["count", "gaussian"] = "count"
+    blending: Literal["count", "gaussian"] | None = None
     stride: int | None = None
     cleaning_strength: float | None = None
     gpu_ids: str = "0"
@@ -65,9 +66,13 @@ class Model:
 
 
 def load_model(json_path: str | Path) -> Model:
-    """Load a model JSON (and its safetensors) onto the CPU."""
+    """Load a model JSON (and its safetensors) onto the CPU; warns once if it is an untrained demo."""
     network, metadata = load_network(Path(json_path))
-    return Model(network=network, metadata=metadata, path=Path(json_path))
+    model = Model(network=network, metadata=metadata, path=Path(json_path))
+    if not metadata.get("trained", True):
+        log.warning("model %r is an UNTRAINED network: the result only demonstrates the pipeline "
+                    "and is not an enhanced map", model.name)
+    return model
 
 
 def average_halves(first: Map, second: Map) -> Map:
@@ -94,7 +99,7 @@ def _check_options(options: EnhanceOptions, model: Model) -> None:
         raise InputError(f"stride must be between 1 and the cube size {model.metadata['cube_size']}, not {options.stride}")
     if options.batch_size is not None and options.batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {options.batch_size}")
-    if options.legacy and options.blending != "count":
+    if options.legacy and options.blending is not None:
         raise InputError("legacy mode blends as the original does; --blending applies to the default mode only")
 
 
@@ -130,9 +135,6 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
         # shape only: masks from many tools drop the origin, and the array is what is used
         raise InputError(f"the mask's shape {options.mask.data.shape} differs from the map's "
                          f"{source.data.shape}; make the mask on the map's grid")
-    if not model.metadata.get("trained", True):
-        log.warning("model %r is an UNTRAINED network: the result only demonstrates the pipeline "
-                    "and is not an enhanced map", model.name)
 
     cube = int(model.metadata["cube_size"])
     stride = options.stride or int(model.metadata["stride"])
@@ -155,7 +157,7 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
         mask = None if mask is None else resampling.to_model_grid(mask, voxel_size, model_voxel)
         padding = tiling.covering_padding(resampled.shape, cube, stride)
         padded = tiling.pad_volume(resampled, padding, "reflect")
-        blending, mask_threshold = options.blending, 0.01
+        blending, mask_threshold = options.blending or "gaussian", 0.01
     del normalised
 
     origins = tiling.cube_origins(padded.shape, cube, stride)

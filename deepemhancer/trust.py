@@ -20,7 +20,7 @@ from scipy import stats
 from . import normalization
 from .errors import InputError
 from .mapio import Geometry, Map, check_same_grid
-from .metrics.fourier import FSCCurve, fsc, resolution_at
+from .metrics.fourier import FSCCurve, fsc, resolution_at, shared_power
 from .pipeline import EnhanceOptions, Model, average_halves, enhance, load_model
 
 log = logging.getLogger("deepemhancer")
@@ -199,6 +199,9 @@ class HalvesCheck:
 
     margin: per shell, how far the enhanced FSC may exceed the raw one by chance.
     flagged: shells beyond the raw 0.143 resolution where it exceeds it by more.
+    enhanced_shared_beyond, raw_shared_beyond: the share of each pair's shared power (the FSC's
+    numerator summed over shells 1 .. Nyquist) that lies beyond the raw 0.143 resolution: how much
+    of the map the detail there is, which the scale-free FSC cannot say.
     """
 
     raw: FSCCurve
@@ -207,6 +210,8 @@ class HalvesCheck:
     flagged: np.ndarray
     raw_resolution: float
     enhanced_resolution: float
+    enhanced_shared_beyond: float
+    raw_shared_beyond: float
 
     @property
     def invented_detail(self) -> bool:
@@ -220,12 +225,15 @@ class HalvesCheck:
         shells = 1.0 / self.raw.resolution[self.flagged]
         return (f"possible invented detail: in {int(self.flagged.sum())} shells between {shells.max():.2f} and "
                 f"{shells.min():.2f} Å, beyond the raw halves' {self.raw_resolution:.2f} Å, the enhanced halves "
-                "agree more than the data support")
+                f"agree more than the data support; {100 * self.enhanced_shared_beyond:.1f} % of their shared power "
+                f"lies there (raw halves: {100 * self.raw_shared_beyond:.1f} %)")
 
     def to_dict(self) -> dict:
         """JSON-able numbers: resolutions in Å, the per-shell curves, flagged shells and the verdict."""
         return {"raw_resolution_0143": self.raw_resolution, "enhanced_resolution_0143": self.enhanced_resolution,
                 "invented_detail": self.invented_detail, "verdict": self.verdict,
+                "enhanced_shared_power_beyond": self.enhanced_shared_beyond,
+                "raw_shared_power_beyond": self.raw_shared_beyond,
                 "flagged_resolutions": [float(v) for v in 1.0 / self.raw.resolution[self.flagged]],
                 "voxel_size": self.raw.voxel_size,
                 "shells": {"resolution_inv_angstrom": self.raw.resolution.tolist(),
@@ -242,7 +250,9 @@ class HalvesCheck:
                    enhanced=FSCCurve(s, np.asarray(shells["fsc_enhanced"]), n, voxel),
                    margin=np.asarray(shells["margin"]), flagged=np.asarray(shells["flagged"], dtype=bool),
                    raw_resolution=float(entry["raw_resolution_0143"]),
-                   enhanced_resolution=float(entry["enhanced_resolution_0143"]))
+                   enhanced_resolution=float(entry["enhanced_resolution_0143"]),
+                   enhanced_shared_beyond=float(entry["enhanced_shared_power_beyond"]),
+                   raw_shared_beyond=float(entry["raw_shared_power_beyond"]))
 
 
 def halves_check(raw_half1: Map, raw_half2: Map, enhanced_half1: Map, enhanced_half2: Map,
@@ -267,8 +277,16 @@ def halves_check(raw_half1: Map, raw_half2: Map, enhanced_half1: Map, enhanced_h
     n_eff = raw.n_voxels * _volume_fraction(weights)
     margin = _sigmas(int(beyond.sum())) * np.sqrt(2.0) / np.sqrt(np.maximum(n_eff / 2.0, 1.0))
     flagged = beyond & (enhanced.correlation - raw.correlation > margin)
+
+    def share_beyond(a: Map, b: Map) -> float:
+        shared = shared_power(a.data, b.data, voxel, weights)
+        total = float(shared.sum())
+        return float(shared[beyond].sum()) / total if total > 0 else 0.0
+
     return HalvesCheck(raw=raw, enhanced=enhanced, margin=margin, flagged=flagged, raw_resolution=raw_resolution,
-                       enhanced_resolution=resolution_at(enhanced, FSC_THRESHOLD))
+                       enhanced_resolution=resolution_at(enhanced, FSC_THRESHOLD),
+                       enhanced_shared_beyond=share_beyond(enhanced_half1, enhanced_half2),
+                       raw_shared_beyond=share_beyond(raw_half1, raw_half2))
 
 
 def _sigmas(n_tested: int) -> float:

@@ -35,7 +35,7 @@ NORMALIZATION_CHOICES = ["automatic", "noise statistics", "binary mask"]
 
 PRECISIONS = ["fp32", "tf32", "bf16", "fp16"]
 AUGMENTATIONS = ["1", "8", "24"]  # predictions of the map under cube symmetries, for the confidence map
-BLENDINGS = ["count", "gaussian"]
+BLENDINGS = ["gaussian", "count"]  # the first is the default
 
 DEFAULT_MODEL = ""  # empty: tightTarget when installed, else the best bundled model
 DEFAULT_MASKED_MODEL = "masked"

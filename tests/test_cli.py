@@ -213,13 +213,13 @@ def test_legacy_mode_halves_what_one_cube_alone_covers(ws, tmp_path, run):
     assert np.max(np.abs(legacy.data - baseline)) > 0.05 * np.ptp(baseline)
 
 
-def test_gaussian_blending(ws, tmp_path, run):
-    out = tmp_path / "gaussian.mrc"
-    assert run(*enhance_args(ws, ws["map"], out, "--blending", "gaussian", "--noiseStats", *NOISE))[0] == 0
-    gaussian, baseline = read_map(out).data, ws["baseline"].data
+def test_count_blending(ws, tmp_path, run):
+    out = tmp_path / "count.mrc"
+    assert run(*enhance_args(ws, ws["map"], out, "--blending", "count", "--noiseStats", *NOISE))[0] == 0
+    count, baseline = read_map(out).data, ws["baseline"].data  # the baseline blends with the Gaussian window
     corner = (slice(0, 8),) * 3  # one cube: any weighting gives its prediction back
-    np.testing.assert_allclose(gaussian[corner], baseline[corner], rtol=1e-5, atol=1e-5)
-    assert np.max(np.abs(gaussian - baseline)) > 0.01 * np.ptp(baseline)
+    np.testing.assert_allclose(count[corner], baseline[corner], rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(count - baseline)) > 0.01 * np.ptp(baseline)
 
 
 def test_cleaning_sets_small_components_to_the_minimum(ws, tmp_path, run):
@@ -333,7 +333,7 @@ def test_help_shows_the_defaults():
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())  # argparse wraps lines
     for option, default in (("--gpuIds", "(default: 0)"), ("--cleaningStrengh", "(default: -1)"),
-                            ("--precision", "(default: fp32)"), ("--blending", "(default: count)")):
+                            ("--precision", "(default: fp32)"), ("--blending", "(default: gaussian")):
         assert option in text
         assert default in text[text.index(option):], (option, default)
     assert "--legacy" in text and "--noiseStats" in text and "--download" in text

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from deepemhancer.errors import InputError
-from deepemhancer.metrics import (FSCCurve, fsc, fsc_masked_corrected, radial_frequency_grid, resolution_at,
-                                  soft_mask)
+from deepemhancer.metrics import (FSCCurve, fsc, fsc_masked_corrected, radial_frequency_grid, randomisation_start,
+                                  randomise_phases, resolution_at, shared_power, soft_mask)
 
 
 def _noise(shape, seed):
@@ -175,3 +175,27 @@ def test_phase_randomisation_is_reproducible_with_a_seed():
 def test_maps_of_different_shapes_are_refused():
     with pytest.raises(InputError, match="one shape"):
         fsc(np.zeros((8, 8, 8), np.float32), np.zeros((8, 8, 9), np.float32), 1.0)
+
+
+def test_shared_power_keeps_scale_and_sums_to_the_real_space_product():
+    a, b = _noise((20, 22, 24), 40), _noise((20, 22, 24), 41)
+    own = shared_power(a, a, 1.0)
+    np.testing.assert_allclose(shared_power(a, 2 * a, 1.0), 2 * own, rtol=1e-5)
+    # Parseval: the shells' shared power (plus the DC term and the box corners beyond Nyquist) is
+    # N sum(a b); with the corners left out the shells hold most of it
+    assert own.sum() < a.size * float(np.sum(a.astype(np.float64) ** 2))
+    mixed = shared_power(a, a + b, 1.0)
+    np.testing.assert_allclose(mixed, own + shared_power(a, b, 1.0), rtol=1e-4, atol=1e-3 * own.max())
+    assert abs(shared_power(a, b, 1.0).sum()) < 0.05 * own.sum()  # independent noise shares little
+
+
+def test_randomised_phases_keep_amplitudes_and_lose_correlation_beyond_the_start():
+    a = _noise((32, 32, 32), 42)
+    start = randomisation_start(a.shape, 1.0, 4.0)
+    assert start == 8  # 32 Å box: shell 8 is 4 Å
+    b = randomise_phases(a, 1.0, start, np.random.default_rng(0))
+    curve = fsc(a, b, 1.0)
+    np.testing.assert_allclose(curve.correlation[:start - 1], 1.0, atol=1e-5)  # shells 1 .. start-1 untouched
+    assert np.all(np.abs(curve.correlation[start:]) < 4.5 / np.sqrt(curve.n_voxels[start:] / 2))
+    np.testing.assert_allclose(shared_power(b, b, 1.0)[start:], shared_power(a, a, 1.0)[start:], rtol=0.05)
+

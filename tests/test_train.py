@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from deepemhancer.errors import InputError
 from deepemhancer.models.store import load_network
@@ -57,15 +58,54 @@ def test_simulated_halves_reach_the_drawn_resolution(tmp_path):
     assert not np.array_equal(sim.half1, sim.half2)
 
 
-def test_target_is_masked_tight_and_local_resolution_bounded(tmp_path):
+def shell_power(volume: np.ndarray) -> np.ndarray:
+    """Total |F|² per shell (cubic box), shells 0 .. N/2."""
+    n = volume.shape[0]
+    f = np.fft.fftfreq(n)
+    shell = np.rint(np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2) * n).astype(int)
+    return np.bincount(shell.ravel(), (np.abs(np.fft.fftn(volume)) ** 2).ravel())[:n // 2 + 1]
+
+
+def test_target_is_tight_and_limited_to_the_local_resolution(tmp_path):
     path = write_structure(tmp_path / "AAAA_target.pdb", 2)
     sim = simulate.simulate(path, np.random.default_rng(4), resolution=6.0)
-    assert np.all(sim.target[~sim.mask] == 0)
     assert 0 < sim.mask.mean() <= 0.05 + 1e-6  # above the 95th percentile of the box
-    # the unmasked target is limited to the local resolution, here nowhere finer than Nyquist; the
-    # local-resolution map itself stays between Nyquist and 2.5 × the drawn resolution
+    away = ndimage.distance_transform_edt(~sim.mask) > 6.0  # the low-passed edge aside, solvent stays empty
+    assert np.abs(sim.target[away]).max() < 0.05 * sim.target.max()
+    # the local-resolution map stays between Nyquist and 2.5 × the drawn resolution, and the target,
+    # masked before it is low-passed, carries nothing finer than the best local resolution
     assert sim.local_resolution.min() >= 2.0 and sim.local_resolution.max() <= 15.0 + 1e-4
+    power = shell_power(sim.target)
+    finest = int(np.ceil(sim.target.shape[0] / sim.local_resolution.min())) + 1
+    assert power[finest:].sum() < 1e-3 * power.sum()  # a limit that varies in space leaks a little
     assert abs(np.percentile(sim.input[~sim.envelope], 50)) < 0.05  # solvent normalised around 0
+    assert sim.phases_randomised_beyond is None  # off by default
+
+
+def test_phase_randomised_halves_share_nothing_beyond_their_limit_and_the_target_follows(tmp_path):
+    path = write_structure(tmp_path / "AAAA_target.pdb", 5)
+    plain = simulate.simulate(path, np.random.default_rng(6), resolution=3.0)
+    settings = simulate.SimulationSettings(phase_randomised_probability=1.0)
+    sim = simulate.simulate(path, np.random.default_rng(6), settings, resolution=3.0)
+    limit = sim.phases_randomised_beyond
+    assert 3.0 <= limit <= 7.5
+    n = sim.half1.shape[0]
+    start = int(np.rint(n / limit))  # the first randomised shell
+    frequency, correlation = numpy_fsc(sim.half1, sim.half2)
+    k = np.arange(1, n // 2 + 1)
+    counts = np.bincount(np.rint(np.sqrt(sum(g ** 2 for g in np.meshgrid(*[np.fft.fftfreq(n) * n] * 3, indexing="ij"))))
+                         .astype(int).ravel())[k]
+    beyond = k >= start + 1
+    assert np.all(np.abs(correlation[beyond]) < 4.5 / np.sqrt(counts[beyond] / 2))  # independent phases
+    assert np.all(correlation[k < start - 1] > 0.143)  # the kept shells still carry signal
+    # the same draws up to the choice: below the limit nothing changed, beyond it the amplitudes stay
+    kept = shell_power(sim.half1)[1:start - 1], shell_power(plain.half1)[1:start - 1]
+    np.testing.assert_allclose(*kept, rtol=1e-3)
+    moved = shell_power(sim.half1)[start + 1:], shell_power(plain.half1)[start + 1:]
+    np.testing.assert_allclose(*moved, rtol=0.1)
+    assert sim.local_resolution.min() >= limit - 1e-4
+    power = shell_power(sim.target)
+    assert power[int(np.ceil(n / limit)) + 1:].sum() < 1e-3 * power.sum()
 
 
 def test_locally_lowpassed_removes_detail_beyond_the_local_resolution():

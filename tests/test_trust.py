@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,11 +17,13 @@ from scipy import stats
 from deepemhancer.cli import main
 from deepemhancer.errors import InputError
 from deepemhancer.mapio import Geometry, Map, read_map, write_map
-from deepemhancer.metrics import fsc
+from deepemhancer import metrics
+from deepemhancer.metrics import fsc, shared_power
+from deepemhancer.models.registry import bundled_dir
 from deepemhancer.models.store import save_model
 from deepemhancer.nn import UNet
 from deepemhancer.normalization import noise_statistics_radial
-from deepemhancer.pipeline import EnhanceOptions, Model, average_halves, enhance
+from deepemhancer.pipeline import EnhanceOptions, Model, average_halves, enhance, load_model
 from deepemhancer.plots import save_halves_check
 from deepemhancer.trust import HalvesCheck, augmentations, enhance_with_confidence, halves_check
 
@@ -80,9 +83,9 @@ def linear_network(seed: int = 0, kernel: int = 3) -> Model:
     return model_of(torch.nn.Conv3d(1, 1, kernel, padding=kernel // 2, bias=False))
 
 
-def random_unet(seed: int = 0) -> Model:
+def random_unet(seed: int = 0, sampling: str = "strided") -> Model:
     torch.manual_seed(seed)
-    return model_of(UNet(width=0.0625, groups=2))
+    return model_of(UNet(width=0.0625, groups=2, sampling=sampling))
 
 
 # --- augmentations -----------------------------------------------------------------------------
@@ -274,6 +277,19 @@ def test_cli_confidence_writes_confidence_and_halves_beside_the_output(cli_input
     assert 0.0 <= confidence.data.min() and confidence.data.max() <= 1.0 and confidence.data.std() > 0
 
 
+def test_cli_confidence_warns_once_about_an_untrained_model(cli_inputs, tmp_path, capsys):
+    metadata = {**json.loads(cli_inputs["model"].read_text()), "name": "untrained", "trained": False}
+    untrained = tmp_path / "untrained.json"
+    untrained.write_text(json.dumps(metadata))
+    (tmp_path / "untrained.safetensors").write_bytes(cli_inputs["model"].with_suffix(".safetensors").read_bytes())
+    args = [a for a in enhance_args(cli_inputs, tmp_path / "out.mrc", "--confidence") if a != "-q"]
+    args[args.index(cli_inputs["model"])] = untrained
+    assert call(*args) == 0
+    err = capsys.readouterr().err
+    assert err.count("is an UNTRAINED network") == 1  # when loaded, not once per prediction (8 + 2 here)
+    assert err.count("was made by an UNTRAINED") == 1  # and once more when the output is written
+
+
 def test_cli_confidence_checks_every_output_before_enhancing(cli_inputs, tmp_path, capsys):
     out = tmp_path / "enhanced.mrc"
     (tmp_path / "enhanced_half2.mrc").write_bytes(b"keep me")
@@ -301,8 +317,8 @@ def shells(shape) -> np.ndarray:
     return np.rint(np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :] ** 2)).astype(int)
 
 
-def reference_fsc(a: np.ndarray, b: np.ndarray, mask=None) -> tuple[np.ndarray, np.ndarray]:
-    """FSC per shell 1 .. N/2 and coefficient counts, from numpy's complex fftn."""
+def reference_fsc(a: np.ndarray, b: np.ndarray, mask=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FSC per shell 1 .. N/2, the shared power (its numerator) and coefficient counts, from numpy's complex fftn."""
     if mask is not None:
         a, b = a * mask, b * mask
     fa, fb = np.fft.fftn(a.astype(np.float64)), np.fft.fftn(b.astype(np.float64))
@@ -310,7 +326,7 @@ def reference_fsc(a: np.ndarray, b: np.ndarray, mask=None) -> tuple[np.ndarray, 
     cross = np.bincount(index, (fa * fb.conj()).real.ravel())[1:top + 1]
     pa = np.bincount(index, (np.abs(fa) ** 2).ravel())[1:top + 1]
     pb = np.bincount(index, (np.abs(fb) ** 2).ravel())[1:top + 1]
-    return cross / np.sqrt(pa * pb), np.bincount(index)[1:top + 1]
+    return cross / np.sqrt(pa * pb), cross, np.bincount(index)[1:top + 1]
 
 
 def band_pass(shape, seed: int, low_shell: int) -> np.ndarray:
@@ -360,8 +376,8 @@ def test_halves_check_follows_the_documented_rule(raw_halves, masked):
     invented = band_pass(shape, 15, low_shell=12) * np.float32(0.08)
     e1, e2 = low_pass(h1.data, 14) + invented, low_pass(h2.data, 14) + invented
     check = halves_check(h1, h2, as_map(e1), as_map(e2), None if mask is None else as_map(mask))
-    raw, counts = reference_fsc(h1.data, h2.data, mask)
-    enhanced, _ = reference_fsc(e1, e2, mask)
+    raw, raw_shared, counts = reference_fsc(h1.data, h2.data, mask)
+    enhanced, enhanced_shared, _ = reference_fsc(e1, e2, mask)
     np.testing.assert_allclose(check.raw.correlation, raw, atol=1e-4)
     np.testing.assert_allclose(check.enhanced.correlation, enhanced, atol=1e-4)
     first_below = int(np.flatnonzero(raw < 0.143)[0])
@@ -371,6 +387,8 @@ def test_halves_check_follows_the_documented_rule(raw_halves, masked):
     margin = z * np.sqrt(2.0) / np.sqrt(counts * fraction / 2.0)
     np.testing.assert_allclose(check.margin, margin, rtol=1e-6)
     np.testing.assert_array_equal(check.flagged, beyond & (enhanced - raw > margin))
+    assert check.enhanced_shared_beyond == pytest.approx(enhanced_shared[beyond].sum() / enhanced_shared.sum(), abs=1e-4)
+    assert check.raw_shared_beyond == pytest.approx(raw_shared[beyond].sum() / raw_shared.sum(), abs=1e-4)
     assert check.flagged.any() and not check.flagged.all()
 
 
@@ -439,12 +457,12 @@ def test_phase_randomised_halves_gain_no_detail_with_gaussian_blending(randomise
 
 
 def test_count_blending_turns_shared_low_resolution_into_shared_detail(randomised_halves):
-    """Cube edges make the same linear network position-dependent with the default 'count' blending;
+    """Cube edges make the same linear network position-dependent with 'count' blending;
     at the stride's period it moves the halves' common low-resolution density into high shells, and
     the halves check reports it."""
     h1, h2 = randomised_halves
-    model = linear_network(kernel=5)
-    check = halves_check(h1, h2, enhance(h1, model, OPTIONS), enhance(h2, model, OPTIONS))
+    model, options = linear_network(kernel=5), dataclasses.replace(OPTIONS, blending="count")
+    check = halves_check(h1, h2, enhance(h1, model, options), enhance(h2, model, options))
     assert check.invented_detail and check.flagged.sum() >= 5
 
 
@@ -456,3 +474,76 @@ def test_a_random_unet_makes_shared_structure_from_noise_and_the_check_reports_i
     check = halves_check(a, b, enhance(a, model, OPTIONS), enhance(b, model, OPTIONS))
     assert np.abs(noise_z(check.raw)).max() < 4.0
     assert check.invented_detail and check.flagged.mean() > 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_strided_sampling_shares_a_checkerboard_that_interpolation_does_not(seed):
+    """The stride-2 layers' fixed response repeats on the cube's 2-voxel grid, and the cubes' origins
+    (multiples of the stride) line it up across the map: the enhancements of independent noise share
+    it at Nyquist. Pooling and trilinear interpolation leave the Nyquist shell uncorrelated (the fixed
+    response at the cube's scale stays: a random network is no trained one)."""
+    a, b = as_map(noise(SHAPE, 41)), as_map(noise(SHAPE, 42))
+    nyquist = {}
+    for sampling in ("strided", "interpolated"):
+        model = random_unet(seed, sampling)
+        nyquist[sampling] = noise_z(fsc(enhance(a, model, OPTIONS).data, enhance(b, model, OPTIONS).data, 1.0))[-1]
+    assert nyquist["strided"] > 8.0 and abs(nyquist["interpolated"]) < 4.0
+
+
+# --- the trained default model -----------------------------------------------------------------
+
+EXAMPLE_MAP = Path(__file__).resolve().parents[1] / "examples" / "emd3488" / "emd_3488.mrc.gz"
+
+
+@pytest.fixture(scope="module")
+def trained_model() -> Model:
+    """The bundled default model (1.6 M parameters, trained on simulated maps; docs/models)."""
+    return load_model(bundled_dir() / "open-tight-small.json")
+
+
+def test_the_trained_model_makes_nothing_of_size_from_independent_noise(trained_model, example_crop):
+    """Two noise maps at 1 Å/voxel (the model's grid: no resampling smooths anything away). The model
+    answers noise with almost nothing; what little both answers share beyond 4 Å (a faint fixed
+    pattern that the cube grid lines up, which the scale-free FSC does find) must be negligible
+    beside what the model makes of a real map: under 1 % of its RMS."""
+    shape = (64, 64, 64)
+    a, b = (as_map(np.random.default_rng(s).normal(0.0, 1.0, shape)) for s in (61, 62))
+    options = EnhanceOptions(noise_stats=(0.0, 1.0), gpu_ids="-1", progress=False)
+    ea, eb = enhance(a, trained_model, options).data, enhance(b, trained_model, options).data
+    shared_beyond_4 = float(shared_power(ea, eb, 1.0)[15:].sum()) / ea.size ** 2  # Parseval: a mean square
+    crop, sigma = example_crop
+    noisy = crop + np.random.default_rng(63).normal(0.0, sigma, crop.shape).astype(np.float32)
+    real = enhance(as_map(noisy, Geometry.for_grid(crop.shape, 1.05)), trained_model,
+                   dataclasses.replace(options, noise_stats=(0.0, sigma))).data
+    assert ea.std() < 0.1 * real.std()  # noise in, (almost) nothing out
+    assert shared_beyond_4 < 1e-4 * float(np.mean(real ** 2))  # the shared part: < 1 % in amplitude
+
+
+@pytest.fixture(scope="module")
+def example_crop() -> tuple[np.ndarray, float]:
+    """EMD-3488's molecule (72³ of its 100³ at 1.05 Å) and a noise level, 30 % of the map's std."""
+    deposited = read_map(EXAMPLE_MAP).data
+    return np.ascontiguousarray(deposited[14:86, 14:86, 14:86]), 0.3 * float(deposited.std())
+
+
+@pytest.mark.parametrize("beyond", [6.0, 4.5])
+def test_the_trained_model_restores_no_detail_that_phase_randomised_halves_lack(trained_model, example_crop,
+                                                                                beyond):
+    """Two noisy halves of EMD-3488 whose phases beyond ``beyond`` Å are randomised independently: the
+    enhanced halves must share (almost) nothing there, against what they share with the true phases.
+    The scale-free FSC still finds a faint shared residue; its size is what this bounds."""
+    crop, sigma = example_crop
+    start = metrics.randomisation_start(crop.shape, 1.05, beyond)
+    options = EnhanceOptions(noise_stats=(0.0, sigma), gpu_ids="-1", progress=False)
+    halves = [crop + np.random.default_rng(s).normal(0.0, sigma, crop.shape).astype(np.float32) for s in (71, 72)]
+    randomised = [metrics.randomise_phases(h, 1.05, start, np.random.default_rng(s)) for h, s in zip(halves, (73, 74))]
+
+    def shared_beyond(pair) -> float:
+        e1, e2 = (enhance(as_map(h, Geometry.for_grid(crop.shape, 1.05)), trained_model, options).data for h in pair)
+        shared = shared_power(e1, e2, 1.05)
+        return float(shared[start:].sum() / shared.sum())  # shells start + 1 .. Nyquist
+
+    with_data, without = shared_beyond(halves), shared_beyond(randomised)
+    assert with_data > 0.05  # the model does restore detail where the halves carry it
+    assert without < 0.01 and without < 0.1 * with_data
+

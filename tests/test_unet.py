@@ -35,11 +35,12 @@ def test_unet_runs_on_a_64_cube():
         assert network(torch.randn(1, 1, 64, 64, 64)).shape == (1, 1, 64, 64, 64)
 
 
-def test_architecture_round_trip_gives_the_same_network():
-    network = UNet(width=0.25, groups=4, channels=(8, 16, 32), kernel_size=3).eval()
+@pytest.mark.parametrize("sampling", ["strided", "interpolated"])
+def test_architecture_round_trip_gives_the_same_network(sampling):
+    network = UNet(width=0.25, groups=4, channels=(8, 16, 32), kernel_size=3, sampling=sampling).eval()
     rebuilt = build_network(network.architecture()).eval()
     assert network.architecture() == {"type": "unet", "width": 0.25, "groups": 4, "channels": [8, 16, 32],
-                                      "kernel_size": 3}
+                                      "kernel_size": 3, "sampling": sampling}
     rebuilt.load_state_dict(network.state_dict(), strict=True)
     x = torch.randn(1, 1, 8, 8, 8)
     with torch.no_grad():
@@ -77,3 +78,11 @@ def test_store_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), network(x))
     assert meta["architecture"]["type"] == "unet"
+
+
+def test_a_json_without_sampling_is_the_strided_network():
+    """Models saved before the setting existed keep loading as what they are."""
+    architecture = {"type": "unet", "width": 0.25, "groups": 4, "channels": [8, 16], "kernel_size": 3}
+    assert build_network(architecture).sampling == "strided"
+    with pytest.raises(ModelError, match="sampling"):
+        build_network({**architecture, "sampling": "nearest"})

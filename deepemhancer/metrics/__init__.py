@@ -5,7 +5,8 @@ placed on a map's grid. Submodules: ``fourier`` (frequency grid, FSC, phase-rand
 ``masks`` (soft masks), ``guinier`` (B-factors), ``local`` (sliding-window correlation), ``model``
 (model maps, molecular mask, phenix's CC_box / CC_mask / CC_volume / CC_peaks, map-model FSC).
 """
-from .fourier import FSCCurve, fsc, fsc_masked_corrected, radial_frequency_grid, resolution_at
+from .fourier import (FSCCurve, fsc, fsc_masked_corrected, radial_frequency_grid, randomisation_start, randomise_phases,
+                      resolution_at, shared_power)
 from .guinier import GuinierFit, apply_bfactor, guinier_bfactor
 from .local import local_correlation, median_local_correlation
 from .masks import soft_mask
@@ -13,7 +14,8 @@ from .model import (MapModelCC, map_model_cc, map_model_correlations, map_model_
                     read_structure)
 
 __all__ = [
-    "FSCCurve", "fsc", "fsc_masked_corrected", "radial_frequency_grid", "resolution_at",
+    "FSCCurve", "fsc", "fsc_masked_corrected", "radial_frequency_grid", "randomisation_start", "randomise_phases",
+    "resolution_at", "shared_power",
     "GuinierFit", "apply_bfactor", "guinier_bfactor",
     "local_correlation", "median_local_correlation",
     "soft_mask",

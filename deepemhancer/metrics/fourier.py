@@ -48,6 +48,20 @@ def radial_frequency_grid(shape: Sequence[int], voxel_size: float | Sequence[flo
 
 def fsc(a: np.ndarray, b: np.ndarray, voxel_size: float, mask: np.ndarray | None = None) -> FSCCurve:
     """Fourier shell correlation of ``a`` and ``b``; ``mask`` (binary or soft) multiplies both first."""
+    (cross, power_a, power_b), counts = _shell_spectra(a, b, voxel_size, mask)
+    return _curve(a.shape, voxel_size, _correlation(cross, power_a, power_b), counts)
+
+
+def shared_power(a: np.ndarray, b: np.ndarray, voxel_size: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """The power ``a`` and ``b`` share in each shell 1 .. Nyquist (as ``fsc`` numbers them): the sum of
+    Re(F_a F_b*), the FSC's numerator. Unlike the FSC it keeps scale: a faint shared pattern is small."""
+    (cross, _, _), _ = _shell_spectra(a, b, voxel_size, mask)
+    return cross[1:]
+
+
+def _shell_spectra(a: np.ndarray, b: np.ndarray, voxel_size: float,
+                   mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per shell 0 .. Nyquist: the cross power and both powers (stacked), and the coefficient counts."""
     _check_maps(a, b, mask, voxel_size)
     fa, fb = _transform(a, mask), _transform(b, mask)
 
@@ -55,8 +69,7 @@ def fsc(a: np.ndarray, b: np.ndarray, voxel_size: float, mask: np.ndarray | None
         pa, pb = fa[rows], fb[rows]
         return (pa * pb.conj()).real, _power(pa), _power(pb)
 
-    (cross, power_a, power_b), counts = shell_sums(a.shape, voxel_size, terms)
-    return _curve(a.shape, voxel_size, _correlation(cross, power_a, power_b), counts)
+    return shell_sums(a.shape, voxel_size, terms)
 
 
 def resolution_at(curve: FSCCurve, threshold: float = 0.143) -> float:
@@ -93,7 +106,7 @@ def fsc_masked_corrected(a: np.ndarray, b: np.ndarray, voxel_size: float, mask: 
     if start is None:
         return masked
     rng = np.random.default_rng(seed)
-    noise = fsc(_randomise_phases(a, voxel_size, start, rng), _randomise_phases(b, voxel_size, start, rng),
+    noise = fsc(randomise_phases(a, voxel_size, start, rng), randomise_phases(b, voxel_size, start, rng),
                 voxel_size, mask)
     shells = np.arange(1, masked.correlation.size + 1)
     corrected = np.where(shells >= start + _CORRECTION_DELAY,
@@ -189,14 +202,19 @@ def _randomisation_shell(unmasked: FSCCurve, randomise_beyond: float | None) -> 
     if randomise_beyond is not None:
         if not randomise_beyond > 0:
             raise InputError(f"randomise_beyond must be a resolution in Å > 0, got {randomise_beyond}")
-        ds = unmasked.resolution[0]
-        shell = max(1, int(np.rint(1.0 / (randomise_beyond * ds))))
+        shell = max(1, int(np.rint(1.0 / (randomise_beyond * unmasked.resolution[0]))))
         return shell if shell <= unmasked.resolution.size else None
     below = np.flatnonzero(unmasked.correlation < _RANDOMISE_AT_FSC)
     return int(below[0]) + 1 if below.size else None
 
 
-def _randomise_phases(volume: np.ndarray, voxel_size: float, start: int, rng: np.random.Generator) -> np.ndarray:
+def randomisation_start(shape: Sequence[int], voxel_size: float, resolution: float) -> int:
+    """The first FSC shell (1-based, as ``fsc`` numbers them) finer than ``resolution`` Å."""
+    ds, _ = _shell_step(shape, voxel_size)
+    return max(1, int(np.rint(1.0 / (resolution * ds))))
+
+
+def randomise_phases(volume: np.ndarray, voxel_size: float, start: int, rng: np.random.Generator) -> np.ndarray:
     """``volume`` with uniformly random phases in shells >= ``start`` (amplitudes kept)."""
     transform = _transform(volume, None)
     for first in range(0, volume.shape[0], _SLAB):

@@ -1,7 +1,11 @@
 """Our own U-Net, after the paper's Supplementary Table 1 as we read it.
 
 5^3 kernels throughout; down-sampling by stride-2 convolutions, up-sampling by stride-2
-transposed convolutions; GroupNorm + PReLU after every hidden convolution; skips by
+transposed convolutions (``sampling="strided"``, the paper's), or by 2^3 average pooling and
+trilinear interpolation each followed by a convolution (``"interpolated"``): strided layers answer
+every input with a pattern fixed to the cube's 2-voxel grid (the transposed convolution's
+checkerboard), which cube tiling makes the same in independent maps, i.e. invented detail up to
+Nyquist; interpolation does not. GroupNorm + PReLU after every hidden convolution; skips by
 concatenation (decoder first, skip second); a linear one-channel output. Four down-samplings, so
 every spatial size must be a multiple of 16 (64^3 cubes in practice). Unlike the official
 models it uses torch.nn.GroupNorm, so it is translation-equivariant inside a cube. The paper's
@@ -14,11 +18,13 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional
 
 from ..errors import InputError, ModelError
 
 DEFAULT_CHANNELS = (16, 32, 64, 128, 256)
 SIZE_MULTIPLE_PER_LEVEL = 2
+SAMPLINGS = ("strided", "interpolated")
 
 
 def scaled_channels(channels: Sequence[int], width: float, groups: int) -> list[int]:
@@ -36,30 +42,55 @@ def _conv_block(in_channels: int, out_channels: int, kernel: int, groups: int, s
     return nn.Sequential(conv, *_norm_act(out_channels, groups))
 
 
-def _up_block(in_channels: int, out_channels: int, kernel: int, groups: int) -> nn.Sequential:
-    """Stride-2 transposed convolution doubling the size exactly, GroupNorm, PReLU."""
-    conv = nn.ConvTranspose3d(in_channels, out_channels, kernel, stride=2, padding=kernel // 2, output_padding=1)
-    return nn.Sequential(conv, *_norm_act(out_channels, groups))
+class _Rescale(nn.Module):
+    """Halve (2^3 average pooling) or double (trilinear interpolation) the spatial size."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.factor < 1:
+            return functional.avg_pool3d(x, 2)
+        return functional.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
+
+
+def _down_block(in_channels: int, out_channels: int, kernel: int, groups: int, sampling: str) -> nn.Sequential:
+    """Half the size: a stride-2 convolution, or pooling then a convolution; GroupNorm, PReLU."""
+    if sampling == "strided":
+        return _conv_block(in_channels, out_channels, kernel, groups, stride=2)
+    return nn.Sequential(_Rescale(0.5), _conv_block(in_channels, out_channels, kernel, groups))
+
+
+def _up_block(in_channels: int, out_channels: int, kernel: int, groups: int, sampling: str) -> nn.Sequential:
+    """Twice the size: a stride-2 transposed convolution, or interpolation then a convolution; GroupNorm, PReLU."""
+    if sampling == "strided":
+        conv = nn.ConvTranspose3d(in_channels, out_channels, kernel, stride=2, padding=kernel // 2, output_padding=1)
+        return nn.Sequential(conv, *_norm_act(out_channels, groups))
+    return nn.Sequential(_Rescale(2.0), _conv_block(in_channels, out_channels, kernel, groups))
 
 
 class UNet(nn.Module):
     """U-Net mapping (N, 1, D, H, W) to (N, 1, D, H, W); D, H, W multiples of 2**(len(channels)-1)."""
 
     def __init__(self, width: float = 1.0, groups: int = 8, channels: Sequence[int] = DEFAULT_CHANNELS,
-                 kernel_size: int = 5) -> None:
+                 kernel_size: int = 5, sampling: str = "strided") -> None:
         super().__init__()
-        if width <= 0 or groups < 1 or len(channels) < 2 or kernel_size < 3 or kernel_size % 2 == 0:
+        if (width <= 0 or groups < 1 or len(channels) < 2 or kernel_size < 3 or kernel_size % 2 == 0
+                or sampling not in SAMPLINGS):
             raise ModelError(f"invalid U-Net settings width={width}, groups={groups}, channels={list(channels)}, "
-                             f"kernel_size={kernel_size} (need width>0, groups>=1, 2+ levels, odd kernel>=3)")
+                             f"kernel_size={kernel_size}, sampling={sampling!r} (need width>0, groups>=1, 2+ levels, "
+                             f"odd kernel>=3, sampling one of {', '.join(SAMPLINGS)})")
         self.width, self.groups, self.kernel_size = float(width), int(groups), int(kernel_size)
+        self.sampling = sampling
         self.base_channels = [int(c) for c in channels]
         c = scaled_channels(self.base_channels, self.width, self.groups)
         k, g = self.kernel_size, self.groups
         self.stem = nn.Sequential(_conv_block(1, c[0], k, g), _conv_block(c[0], c[0], k, g))
         self.down = nn.ModuleList(
-            nn.Sequential(_conv_block(c[i - 1], c[i], k, g, stride=2), _conv_block(c[i], c[i], k, g))
+            nn.Sequential(_down_block(c[i - 1], c[i], k, g, sampling), _conv_block(c[i], c[i], k, g))
             for i in range(1, len(c)))
-        self.up = nn.ModuleList(_up_block(c[i + 1], c[i], k, g) for i in reversed(range(len(c) - 1)))
+        self.up = nn.ModuleList(_up_block(c[i + 1], c[i], k, g, sampling) for i in reversed(range(len(c) - 1)))
         self.merge = nn.ModuleList(
             nn.Sequential(_conv_block(2 * c[i], c[i], k, g), _conv_block(c[i], c[i], k, g))
             for i in reversed(range(len(c) - 1)))
@@ -85,13 +116,13 @@ class UNet(nn.Module):
     def architecture(self) -> dict[str, Any]:
         """The JSON-able dict that `build_network` turns back into this network."""
         return {"type": "unet", "width": self.width, "groups": self.groups,
-                "channels": list(self.base_channels), "kernel_size": self.kernel_size}
+                "channels": list(self.base_channels), "kernel_size": self.kernel_size, "sampling": self.sampling}
 
     @classmethod
     def from_architecture(cls, architecture: dict[str, Any]) -> "UNet":
         """Rebuild from `architecture()`'s dict; unknown keys are refused."""
         settings = {k: v for k, v in architecture.items() if k != "type"}
-        unknown = sorted(set(settings) - {"width", "groups", "channels", "kernel_size"})
+        unknown = sorted(set(settings) - {"width", "groups", "channels", "kernel_size", "sampling"})
         if unknown:
             raise ModelError(f"the U-Net architecture has unknown settings {', '.join(unknown)}; upgrade deepemhancer")
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InputError
+from ..nn.unet import SAMPLINGS
 from .simulate import SimulationSettings
 
 LOSSES = ("l1", "mse", "smooth_l1")
@@ -34,6 +35,7 @@ class TrainConfig:
     groups: int = 8
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     kernel_size: int = 5
+    sampling: str = "strided"  # the paper's; or "interpolated" (see nn/unet.py and docs/trust.md)
     # optimisation
     steps: int = 1000
     batch_size: int = 4
@@ -77,6 +79,8 @@ class TrainConfig:
         for what in ("cube", "validation_cube"):
             if getattr(self, what) % multiple:
                 raise InputError(f"{what} {getattr(self, what)} must be a multiple of {multiple} for this U-Net")
+        if self.sampling not in SAMPLINGS:
+            raise InputError(f"sampling must be one of {', '.join(SAMPLINGS)}, not {self.sampling!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.target not in ("tight", "wide"):

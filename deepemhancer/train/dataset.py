@@ -50,7 +50,9 @@ def structure_seed(name: str, seed: int) -> int:
 def _simulate_entry(job: tuple[str, int, str, SimulationSettings, int, Path | None]) -> PoolMap:
     path, seed, target, settings, cube, cache = job
     name = structure_name(path)
-    cached = None if cache is None else cache / f"{name}_{seed}_{target}.npz"
+    # The settings' digest is in the name: a run with other settings never reads these maps.
+    digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
+    cached = None if cache is None else cache / f"{name}_{seed}_{target}_{digest}.npz"
     if cached is not None and cached.is_file():
         with np.load(cached) as stored:
             return PoolMap(name, stored["input"], stored["target"], stored["on_molecule"])

@@ -82,7 +82,7 @@ def training_split(config: TrainConfig) -> tuple[list[Path], list[Path], list[Pa
 
 def build_network(config: TrainConfig) -> UNet:
     """The project's U-Net with this config's width, groups, channels and kernel."""
-    return UNet(config.width, config.groups, config.channels, config.kernel_size)
+    return UNet(config.width, config.groups, config.channels, config.kernel_size, config.sampling)
 
 
 def training_device(name: str) -> torch.device:

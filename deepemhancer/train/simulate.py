@@ -10,9 +10,11 @@ One structure becomes, on a 1 Å grid around it (``simulate``):
   at a resolution drawn from 2.5-6 Å;
 - local resolution: the global resolution scaled by sqrt(B_atom / B_median) (at fixed SNR a shell's
   signal falls as exp(-B s^2 / 2)), smoothed over the grid;
-- target (Supplementary Note 6): the model's density at a low, uniform B, low-passed voxel by voxel to
-  that local resolution (it never asks for detail the input cannot support), times a binary mask of
-  the model map above its 95th percentile (tight) or a dilated copy (wide).
+- optionally (``phase_randomised_probability``) both halves get independent random phases beyond a
+  resolution d_r coarser than the drawn one, and the local resolution is limited to d_r;
+- target (Supplementary Note 6): the model's density at a low, uniform B times a binary mask of the
+  model map above its 95th percentile (tight) or a dilated copy (wide), then low-passed voxel by
+  voxel to that local resolution: it never asks for detail the input cannot support.
 
 Pure functions on numpy arrays; all randomness comes from the generator passed in.
 """
@@ -28,7 +30,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
-from ..metrics import radial_frequency_grid, read_structure
+from ..metrics import radial_frequency_grid, randomisation_start, randomise_phases, read_structure
 
 FSC_THRESHOLD = 0.143
 SNR_AT_THRESHOLD = FSC_THRESHOLD / (1.0 - FSC_THRESHOLD)  # FSC = SNR / (1 + SNR) for two halves
@@ -55,6 +57,10 @@ class SimulationSettings:
     mask_percentile: float = 95.0
     wide_dilation: float = 4.0
     max_local_resolution_factor: float = 2.5
+    # Half maps whose phases beyond a resolution d_r are replaced by random ones (amplitudes kept),
+    # with the target limited to d_r: teaches the network not to make detail the data do not carry.
+    phase_randomised_probability: float = 0.0
+    phase_randomised_factor_range: tuple[float, float] = (1.0, 2.5)  # d_r / drawn resolution
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,7 +70,8 @@ class SimulatedMap:
     half1, half2: the noisy half maps; input: their average, normalised as at inference;
     target: the masked, locally low-passed sharp map (tight or wide mask as asked); mask: that mask;
     envelope: voxels near atoms (where cubes are sampled); local_resolution: Å per voxel;
-    resolution: the half-map FSC = 0.143 resolution drawn; noise_mean, noise_std: solvent statistics.
+    resolution: the half-map FSC = 0.143 resolution drawn; noise_mean, noise_std: solvent statistics;
+    phases_randomised_beyond: d_r in Å when the halves' phases were randomised beyond it, else None.
     """
 
     half1: np.ndarray
@@ -78,6 +85,7 @@ class SimulatedMap:
     origin: np.ndarray
     noise_mean: float
     noise_std: float
+    phases_randomised_beyond: float | None = None
 
 
 def atom_arrays(structure: gemmi.Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -314,9 +322,16 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
     half2 = signal + scale * coloured_noise(signal.shape, noise_b, rng)
 
     local = local_resolution_map(positions_zyx, b_factors, side, resolution, settings.max_local_resolution_factor)
+    randomised_beyond = None
+    if rng.random() < settings.phase_randomised_probability:
+        randomised_beyond = float(rng.uniform(*settings.phase_randomised_factor_range) * resolution)
+        start = randomisation_start(signal.shape, VOXEL, randomised_beyond)
+        half1, half2 = (randomise_phases(h, VOXEL, start, rng) for h in (half1, half2))
+        local = np.maximum(local, np.float32(randomised_beyond))
     mask = target_mask(lowpass(sharp, resolution), settings.mask_percentile,
                        0.0 if target == "tight" else settings.wide_dilation)
-    goal = locally_lowpassed(sharp, local) * mask
+    # Masked first, then limited: the mask's edge would otherwise add detail finer than the data.
+    goal = locally_lowpassed(sharp * mask, local)
     goal /= max(float(np.percentile(goal[mask], 99)), 1e-12)  # scale: the protein's high values near 1
 
     average = 0.5 * (half1 + half2)
@@ -326,4 +341,4 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
     return SimulatedMap(half1=half1.astype(np.float32), half2=half2.astype(np.float32),
                         input=normalised.astype(np.float32), target=goal.astype(np.float32), mask=mask,
                         envelope=envelope, local_resolution=local, resolution=resolution, origin=origin,
-                        noise_mean=noise_mean, noise_std=noise_std)
+                        noise_mean=noise_mean, noise_std=noise_std, phases_randomised_beyond=randomised_beyond)

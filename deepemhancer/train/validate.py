@@ -114,7 +114,9 @@ def evaluate_case(name: str, half1: Map, half2: Map, structure_path: Path, model
 
 
 def simulated_halves(structure_path: Path, seed: int, settings: SimulationSettings) -> tuple[Map, Map]:
-    """Held-out half maps simulated as for training (seeded by the structure's name and ``seed``)."""
+    """Held-out half maps simulated as for training (seeded by the structure's name and ``seed``), but
+    never phase-randomised: that augmentation teaches the network, it is not data to score on."""
+    settings = dataclasses.replace(settings, phase_randomised_probability=0.0)
     sim = simulate(structure_path, np.random.default_rng(structure_seed(structure_name(structure_path), seed)),
                    settings)
     geometry = Geometry.for_grid(sim.half1.shape, 1.0, origin=tuple(float(v) for v in sim.origin))

@@ -87,7 +87,8 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
                            "exactly in place.")
         form.addParam("blending", params.EnumParam, choices=BLENDINGS, default=0, condition="not legacy",
                       expertLevel=params.LEVEL_ADVANCED, label="Blending of overlapping cubes",
-                      help="count: the plain average; gaussian: a smooth window.")
+                      help="gaussian (recommended): a smooth window. count: the plain average; cube edges "
+                           "then leave a faint pattern at the stride that both halves share.")
         form.addParam("precision", params.EnumParam, choices=PRECISIONS, default=0,
                       expertLevel=params.LEVEL_ADVANCED, label="Precision",
                       help="fp32: reproducible (default). tf32, bf16 and fp16 are faster on recent GPUs.")
@@ -131,7 +132,7 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
                             if normalization == NORM_NOISE_STATS else None),
             "mask": map_path(self.inputMask.get().getFileName()) if normalization == NORM_MASK else None,
             "legacy": bool(self.legacy.get()),
-            "blending": "count" if self.legacy.get() else BLENDINGS[self.blending.get()],
+            "blending": None if self.legacy.get() else BLENDINGS[self.blending.get()],
             "precision": PRECISIONS[self.precision.get()],
             "batch_size": self.batchSize.get() or None,
             "stride": self.stride.get() or None,
