@@ -94,7 +94,8 @@ def validate_main(argv: Sequence[str]) -> int:
     Path(f"{args.out}.md").write_text(table + "\nSimulated held-out summary: " + json.dumps(stats) + "\n")
     Path(f"{args.out}.json").write_text(json.dumps({
         "model": str(path), "stride": args.stride, "seed": args.seed, "summary": stats,
-        "cases": [{"name": r.name, "resolution": r.resolution, "halves": r.halves, "notes": r.notes,
+        "cases": [{"name": r.name, "resolution": r.resolution, "notes": r.notes,
+                   "halves": None if r.halves is None else r.halves.to_dict(),
                    "scores": {a: s.__dict__ for a, s in r.scores.items()}} for r in results]}, indent=1))
     print(table)
     print("summary:", json.dumps(stats))

@@ -7,9 +7,10 @@ Scores per map (all against the fitted model):
 - CC_mask: phenix's CC_mask with the model map at the input's resolution;
 - LC5: median local correlation (5-voxel window) with that model map inside the molecular mask.
 
-The independent-halves check enhances each half map alone: if the enhanced halves agree (FSC 0.143)
-beyond the input halves' resolution, the network adds the same detail to both from its prior:
-detail the data do not support.
+The independent-halves check is ``trust.halves_check`` under the soft molecular mask: each half map
+enhanced alone; shells beyond the input halves' FSC 0.143 where the enhanced halves agree more than
+chance allows are detail the data do not support, and the share of the enhanced halves' shared
+power lying there says how much of the map it is.
 """
 from __future__ import annotations
 
@@ -25,13 +26,14 @@ from ..mapio import Geometry, Map, read_map
 from ..masks import shape_mask
 from ..metrics import (fsc, map_model_correlations, median_local_correlation, model_map, molecular_mask,
                        read_structure, resolution_at)
+from .. import trust
 from ..pipeline import EnhanceOptions, Model, enhance
+from ..trust import HalvesCheck
 from ..sharpen import sharpen
 from .dataset import structure_name, structure_seed
 from .simulate import SimulationSettings, coloured_noise, noise_scale, simulate
 
 ARMS = ("raw", "bfactor", "model")
-HALVES_TOLERANCE = 0.95  # enhanced halves may agree to 95 % of the input's resolution (shell noise)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class CaseResult:
     name: str
     resolution: float
     scores: dict[str, Scores]
-    halves: tuple[float, float] | None = None  # (input halves, enhanced halves) FSC 0.143 in Å
+    halves: HalvesCheck | None = None  # trust.halves_check under the FSC mask
     notes: list[str] = field(default_factory=list)
 
 
@@ -106,10 +108,8 @@ def evaluate_case(name: str, half1: Map, half2: Map, structure_path: Path, model
             "model": enhance_with_fallback([half1, half2], model, options, noise, notes).data}
     result = CaseResult(name, resolution, {arm: score(maps[arm], refs, voxel) for arm in ARMS}, notes=notes)
     if halves_check:
-        enhanced = [enhance_with_fallback(h, model, options, noise, notes).data for h in (half1, half2)]
-        d_in = resolution_at(fsc(half1.data, half2.data, voxel, refs.fsc_mask), 0.143)
-        d_out = resolution_at(fsc(enhanced[0], enhanced[1], voxel, refs.fsc_mask), 0.143)
-        result.halves = (d_in, d_out)
+        enhanced = [enhance_with_fallback(h, model, options, noise, notes) for h in (half1, half2)]
+        result.halves = trust.halves_check(half1, half2, *enhanced, half1.with_data(refs.fsc_mask))
     return result
 
 
@@ -160,12 +160,13 @@ def markdown_table(results: Sequence[CaseResult]) -> str:
             lines.append(f"| {r.name} | {r.resolution:.2f} | {arm} | {s.fsc05:.2f} | {s.cc_mask:.3f} | {s.lc5:.3f} |")
     checked = [r for r in results if r.halves]
     if checked:
-        lines += ["", "| case | input halves FSC0.143 (Å) | enhanced halves FSC0.143 (Å) | invented detail? |",
-                  "|---|---|---|---|"]
+        lines += ["", "| case | input halves FSC0.143 (Å) | enhanced halves FSC0.143 (Å) | flagged shells | "
+                  "shared power beyond, enhanced / raw | invented detail? |", "|---|---|---|---|---|---|"]
         for r in checked:
-            d_in, d_out = r.halves
-            verdict = "YES" if d_out < HALVES_TOLERANCE * d_in else "no"
-            lines.append(f"| {r.name} | {d_in:.2f} | {d_out:.2f} | {verdict} |")
+            h = r.halves
+            lines.append(f"| {r.name} | {h.raw_resolution:.2f} | {h.enhanced_resolution:.2f} | {int(h.flagged.sum())} | "
+                         f"{100 * h.enhanced_shared_beyond:.1f} % / {100 * h.raw_shared_beyond:.1f} % | "
+                         f"{'YES' if h.invented_detail else 'no'} |")
     notes = [f"- {r.name}: {n}" for r in results for n in r.notes]
     return "\n".join(lines + (["", "Notes:"] + notes if notes else [])) + "\n"
 
