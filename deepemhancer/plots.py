@@ -110,6 +110,8 @@ def save_guinier(fits: Mapping[str, "GuinierFit"], path: str | Path) -> Path:
 
 def save_halves_check(check: "HalvesCheck", path: str | Path) -> Path:
     """Write a PNG of the raw and enhanced halves' FSC, the raw FSC plus the noise margin, and the flagged shells."""
+    from .trust import share_text  # the caller made ``check``, so trust is loaded already
+
     fig, ax = _subplots()
     s = check.raw.resolution
     ax.plot(s, check.raw.correlation, label="raw halves", linewidth=1.5)
@@ -126,6 +128,8 @@ def save_halves_check(check: "HalvesCheck", path: str | Path) -> Path:
     ax.set_ylabel("FSC")
     _resolution_axis(ax, [check.raw])
     ax.legend(fontsize=8)
-    ax.set_title(f"Independent halves: raw 0.143 at {check.raw_resolution:.2f} Å", fontsize=10)
+    ax.set_title(f"Independent halves: raw 0.143 at {check.raw_resolution:.2f} Å; shared power beyond it: "
+                 f"enhanced {share_text(check.enhanced_shared_beyond)}, raw {share_text(check.raw_shared_beyond)}",
+                 fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

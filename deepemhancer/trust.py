@@ -225,8 +225,8 @@ class HalvesCheck:
         shells = 1.0 / self.raw.resolution[self.flagged]
         return (f"possible invented detail: in {int(self.flagged.sum())} shells between {shells.max():.2f} and "
                 f"{shells.min():.2f} Å, beyond the raw halves' {self.raw_resolution:.2f} Å, the enhanced halves "
-                f"agree more than the data support; {100 * self.enhanced_shared_beyond:.1f} % of their shared power "
-                f"lies there (raw halves: {100 * self.raw_shared_beyond:.1f} %)")
+                f"agree more than the data support; {share_text(self.enhanced_shared_beyond)} of their shared power "
+                f"lies there (raw halves: {share_text(self.raw_shared_beyond)})")
 
     def to_dict(self) -> dict:
         """JSON-able numbers: resolutions in Å, the per-shell curves, flagged shells and the verdict."""
@@ -253,6 +253,11 @@ class HalvesCheck:
                    enhanced_resolution=float(entry["enhanced_resolution_0143"]),
                    enhanced_shared_beyond=float(entry["enhanced_shared_power_beyond"]),
                    raw_shared_beyond=float(entry["raw_shared_power_beyond"]))
+
+
+def share_text(share: float) -> str:
+    """A shared-power share as a percentage; below zero (noise in the estimate) as '≤ 0 %'."""
+    return f"{100 * share:.1f} %" if share > 0 else "≤ 0 %"
 
 
 def halves_check(raw_half1: Map, raw_half2: Map, enhanced_half1: Map, enhanced_half2: Map,

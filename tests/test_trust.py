@@ -25,7 +25,7 @@ from deepemhancer.nn import UNet
 from deepemhancer.normalization import noise_statistics_radial
 from deepemhancer.pipeline import EnhanceOptions, Model, average_halves, enhance, load_model
 from deepemhancer.plots import save_halves_check
-from deepemhancer.trust import HalvesCheck, augmentations, enhance_with_confidence, halves_check
+from deepemhancer.trust import HalvesCheck, augmentations, enhance_with_confidence, halves_check, share_text
 
 NOISE_STD = 0.05
 OPTIONS = EnhanceOptions(noise_stats=(0.0, NOISE_STD), gpu_ids="-1", batch_size=8, progress=False)
@@ -357,6 +357,10 @@ def test_halves_check_flags_detail_shared_by_the_enhanced_halves_only(raw_halves
     flagged = 1.0 / check.raw.resolution[check.flagged]
     assert flagged.max() <= 40 / 13.5 and flagged.min() == pytest.approx(2.0)  # the pattern's shells, to Nyquist
     assert check.enhanced_resolution < check.raw_resolution
+    # the pattern carries a third of the enhanced halves' shared power; the raw halves' share is noise
+    assert 0.2 < check.enhanced_shared_beyond < 0.6 and abs(check.raw_shared_beyond) < 0.15
+    assert f"{100 * check.enhanced_shared_beyond:.1f} % of their shared power" in check.verdict
+    assert share_text(-0.093) == "≤ 0 %" and share_text(0.364) == "36.4 %"
 
 
 def test_halves_check_passes_the_same_linear_filter_on_both_halves(raw_halves):

@@ -165,7 +165,7 @@ def markdown_table(results: Sequence[CaseResult]) -> str:
         for r in checked:
             h = r.halves
             lines.append(f"| {r.name} | {h.raw_resolution:.2f} | {h.enhanced_resolution:.2f} | {int(h.flagged.sum())} | "
-                         f"{100 * h.enhanced_shared_beyond:.1f} % / {100 * h.raw_shared_beyond:.1f} % | "
+                         f"{trust.share_text(h.enhanced_shared_beyond)} / {trust.share_text(h.raw_shared_beyond)} | "
                          f"{'YES' if h.invented_detail else 'no'} |")
     notes = [f"- {r.name}: {n}" for r in results for n in r.notes]
     return "\n".join(lines + (["", "Notes:"] + notes if notes else [])) + "\n"
