@@ -401,6 +401,8 @@ def _case(name: str, ws, tmp: Path) -> list:
         return ["-i", ws["map"], "-m", mask, "--deepLearningModelPath", ws["masked_model"], "-g", "-1", "-q"]
     if name == "cleaning_out_of_range":
         return ["-i", ws["map"], "--cleaningStrengh", "1.5", *plain]
+    if name == "blending_in_legacy_mode":
+        return ["-i", ws["map"], "--legacy", "--blending", "count", *plain]
     if name == "automatic_normalisation_fails":
         # A hollow shell in noise: the radial estimate refuses it and asks for --noiseStats.
         rng = np.random.default_rng(3)
@@ -414,7 +416,7 @@ def _case(name: str, ws, tmp: Path) -> list:
 BAD = ["missing_input", "random_bytes", "truncated", "nan", "inf", "all_zero", "halves_shape",
        "halves_voxel_size", "halves_origin", "anisotropic", "voxel_size_zero", "unknown_model", "garbage_json",
        "truncated_safetensors", "hd5_not_hdf5", "mask_with_model_name", "mask_wrong_shape",
-       "cleaning_out_of_range", "automatic_normalisation_fails"]
+       "cleaning_out_of_range", "blending_in_legacy_mode", "automatic_normalisation_fails"]
 ARGPARSE_LEVEL = {"mask_with_model_name"}
 MESSAGE = {"missing_input": "not found", "random_bytes": "not an MRC map", "truncated": "truncated",
            "nan": "NaN", "inf": "NaN/Inf", "all_zero": "all zeros", "halves_shape": "shape",
@@ -422,7 +424,7 @@ MESSAGE = {"missing_input": "not found", "random_bytes": "not an MRC map", "trun
            "voxel_size_zero": "-s/--samplingRate", "unknown_model": "nosuchmodel", "garbage_json": "cannot be read",
            "truncated_safetensors": "corrupt", "hd5_not_hdf5": "HDF5", "mask_with_model_name": "-p",
            "mask_wrong_shape": "shape", "cleaning_out_of_range": "cleaningStrengh",
-           "automatic_normalisation_fails": "--noiseStats"}
+           "blending_in_legacy_mode": "--blending", "automatic_normalisation_fails": "--noiseStats"}
 
 
 def assert_one_error_line(name: str, status: int, err: str) -> None:
