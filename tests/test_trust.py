@@ -507,8 +507,8 @@ def trained_model() -> Model:
 
 def test_the_trained_model_makes_nothing_of_size_from_independent_noise(trained_model, example_crop):
     """Two noise maps at 1 Å/voxel (the model's grid: no resampling smooths anything away). The model
-    answers noise with almost nothing; what little both answers share beyond 4 Å (a faint fixed
-    pattern that the cube grid lines up, which the scale-free FSC does find) must be negligible
+    answers noise with almost nothing; what little both answers share beyond 4 Å (the network's faint
+    fixed response inside a cube, which the scale-free FSC does find) must be negligible
     beside what the model makes of a real map: under 1 % of its RMS."""
     shape = (64, 64, 64)
     a, b = (as_map(np.random.default_rng(s).normal(0.0, 1.0, shape)) for s in (61, 62))
