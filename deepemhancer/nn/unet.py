@@ -2,10 +2,11 @@
 
 5^3 kernels throughout; down-sampling by stride-2 convolutions, up-sampling by stride-2
 transposed convolutions (``sampling="strided"``, the paper's), or by 2^3 average pooling and
-trilinear interpolation each followed by a convolution (``"interpolated"``): strided layers answer
-every input with a pattern fixed to the cube's 2-voxel grid (the transposed convolution's
-checkerboard), which cube tiling makes the same in independent maps, i.e. invented detail up to
-Nyquist; interpolation does not. GroupNorm + PReLU after every hidden convolution; skips by
+trilinear interpolation each followed by a convolution (``"interpolated"``). Strided layers give a
+random network a response fixed to the cube's 2-voxel grid (the transposed convolution's
+checkerboard), the same for independent inputs up to Nyquist; interpolation removes it there
+(tests/test_trust.py), though a model trained with it did no better (docs/trust.md). GroupNorm +
+PReLU after every hidden convolution; skips by
 concatenation (decoder first, skip second); a linear one-channel output. Four down-samplings, so
 every spatial size must be a multiple of 16 (64^3 cubes in practice). Unlike the official
 models it uses torch.nn.GroupNorm, so it is translation-equivariant inside a cube. The paper's
