@@ -24,6 +24,7 @@ from .resampling import legacy_resize
 log = logging.getLogger("deepemhancer")
 
 _ADVICE = "pass --noiseStats MEAN STD (measure them in a solvent region) or a mask with -m"
+_MIN_SOLVENT_VOXELS = 1000  # fewer cannot estimate a standard deviation to a few per cent
 
 # The radial heuristic works on a copy resized to this cube.
 _RADIAL_BOX = 100
@@ -147,8 +148,10 @@ def noise_statistics_radial(x: np.ndarray) -> tuple[float, float]:
     region[sphere_mask(small.shape, radius)] = 1
     region -= protein
     noise_voxels = x[legacy_resize(region, x.shape) > 0.5]
-    if noise_voxels.size == 0:
-        raise NormalizationError(f"automatic noise estimation failed: no solvent region found; {_ADVICE}")
+    if noise_voxels.size < _MIN_SOLVENT_VOXELS:
+        # The original goes on with any count; a handful of voxels gives a meaningless scale.
+        raise NormalizationError(f"automatic noise estimation failed: only {noise_voxels.size} solvent voxels found "
+                                 f"(a map that is noise everywhere, or no solvent around the molecule); {_ADVICE}")
     mean, std = float(np.mean(noise_voxels)), float(np.std(noise_voxels))
     if not (np.isfinite(mean) and np.isfinite(std)) or std <= 0:
         raise NormalizationError(f"automatic noise estimation failed: the solvent has no noise (std={std}); {_ADVICE}")

@@ -97,6 +97,12 @@ def test_radial_estimate_hollow_shell_raises_with_advice():
     assert "hollow" in message and "--noiseStats" in message and "\n" not in message
 
 
+def test_radial_estimate_refuses_a_map_that_is_noise_everywhere():
+    x = np.random.default_rng(2).normal(0.0, 1.0, (100, 100, 100)).astype(np.float32)
+    with pytest.raises(NormalizationError, match="solvent voxels found .*--noiseStats"):
+        noise_statistics_radial(x)
+
+
 def test_radial_estimate_empty_map_raises_with_advice():
     with pytest.raises(NormalizationError, match="--noiseStats"):
         noise_statistics_radial(np.zeros((32, 32, 32), np.float32))
