@@ -19,7 +19,6 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional
 
 from ..errors import InputError, ModelError
 
@@ -43,24 +42,11 @@ def _conv_block(in_channels: int, out_channels: int, kernel: int, groups: int, s
     return nn.Sequential(conv, *_norm_act(out_channels, groups))
 
 
-class _Rescale(nn.Module):
-    """Halve (2^3 average pooling) or double (trilinear interpolation) the spatial size."""
-
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.factor < 1:
-            return functional.avg_pool3d(x, 2)
-        return functional.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
-
-
 def _down_block(in_channels: int, out_channels: int, kernel: int, groups: int, sampling: str) -> nn.Sequential:
     """Half the size: a stride-2 convolution, or pooling then a convolution; GroupNorm, PReLU."""
     if sampling == "strided":
         return _conv_block(in_channels, out_channels, kernel, groups, stride=2)
-    return nn.Sequential(_Rescale(0.5), _conv_block(in_channels, out_channels, kernel, groups))
+    return nn.Sequential(nn.AvgPool3d(2), _conv_block(in_channels, out_channels, kernel, groups))
 
 
 def _up_block(in_channels: int, out_channels: int, kernel: int, groups: int, sampling: str) -> nn.Sequential:
@@ -68,7 +54,8 @@ def _up_block(in_channels: int, out_channels: int, kernel: int, groups: int, sam
     if sampling == "strided":
         conv = nn.ConvTranspose3d(in_channels, out_channels, kernel, stride=2, padding=kernel // 2, output_padding=1)
         return nn.Sequential(conv, *_norm_act(out_channels, groups))
-    return nn.Sequential(_Rescale(2.0), _conv_block(in_channels, out_channels, kernel, groups))
+    upsample = nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False)
+    return nn.Sequential(upsample, _conv_block(in_channels, out_channels, kernel, groups))
 
 
 class UNet(nn.Module):

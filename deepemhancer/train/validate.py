@@ -28,7 +28,6 @@ from ..metrics import (fsc, map_model_correlations, median_local_correlation, mo
                        read_structure, resolution_at)
 from .. import trust
 from ..pipeline import EnhanceOptions, Model, enhance
-from ..trust import HalvesCheck
 from ..sharpen import sharpen
 from .dataset import structure_name, structure_seed
 from .simulate import SimulationSettings, coloured_noise, noise_scale, simulate
@@ -52,7 +51,7 @@ class CaseResult:
     name: str
     resolution: float
     scores: dict[str, Scores]
-    halves: HalvesCheck | None = None  # trust.halves_check under the FSC mask
+    halves: trust.HalvesCheck | None = None  # trust.halves_check under the FSC mask
     notes: list[str] = field(default_factory=list)
 
 
