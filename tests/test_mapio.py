@@ -244,7 +244,12 @@ def test_check_same_grid_names_the_mismatch(other, word, values):
 
 
 def test_check_same_grid_tolerances():
-    check_same_grid(_grid(), _grid(voxel=1.00005, origin=(0.0005, 0.0, -0.0005)), "map", "mask")
+    """Rounding in headers passes; a real difference just beyond the tolerances does not."""
+    assert check_same_grid(_grid(), _grid(voxel=1.00005, origin=(0.0005, 0.0, -0.0005)), "map", "mask") is None
+    with pytest.raises(InputError, match="voxel size"):
+        check_same_grid(_grid(), _grid(voxel=1.01), "map", "mask")
+    with pytest.raises(InputError, match="origin"):
+        check_same_grid(_grid(), _grid(origin=(0.1, 0.0, 0.0)), "map", "mask")
 
 
 # ----------------------------------------------------------------------------- bad input
