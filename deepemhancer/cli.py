@@ -250,6 +250,7 @@ def _run_enhance(argv: Sequence[str]) -> int:
     from .pipeline import EnhanceOptions, enhance, load_model
     from .mapio import check_output_path, read_map, write_map
     from .models import download, registry
+    from .models.store import HALVES_NORMALIZATION, read_metadata
 
     parser = _enhance_parser()
     args = parser.parse_args(argv)
@@ -266,16 +267,19 @@ def _run_enhance(argv: Sequence[str]) -> int:
         parser.error("--noiseStats and -m/--binaryMask are two normalisation modes; give only one")
     if args.confidence and args.confidenceAugmentations == 1 and not args.halfMap2:
         parser.error("--confidence with --confidenceAugmentations 1 needs half maps (-i2): one prediction has no spread")
+    # The bundled half-map model needs two halves and the default mode (it measures the noise itself).
+    use_halves = bool(args.halfMap2) and not (args.legacy or args.noiseStats or args.binaryMask)
+    model_json = registry.resolve_model(args.processingType, args.deepLearningModelPath,
+                                        masked=args.binaryMask is not None, halves=use_halves)
+    pair_model = read_metadata(model_json)["normalization"] == HALVES_NORMALIZATION
     output = Path(args.outputMap)
     outputs = [output]
     check_output_path(output, args.force)  # fail before the long part, not after it
     if args.confidence:
-        outputs += [_sibling(output, tag) for tag in ("_confidence",) + (("_half1", "_half2") if args.halfMap2 else ())]
+        separate_halves = args.halfMap2 and not pair_model  # a half-map model cannot enhance one half alone
+        outputs += [_sibling(output, tag) for tag in ("_confidence",) + (("_half1", "_half2") if separate_halves else ())]
         for path in outputs[1:]:
             check_output_path(path, args.force)
-
-    model_json = registry.resolve_model(args.processingType, args.deepLearningModelPath,
-                                        masked=args.binaryMask is not None)
     model = load_model(model_json)
     log.info("model %s (%s)", model.name, model_json)
 

@@ -1,7 +1,9 @@
 """The ``evaluate`` measures: every number about a set of maps in one JSON-able dict.
 
-Per map: the Guinier B-factor and, given an atomic model, map-model FSC (read at 0.5), CC_mask,
-CC_box, CC_volume, CC_peaks and the median local correlation in 5- and 7-voxel windows. Given half
+Per map: the Guinier B-factor and, given an atomic model, the project's one map-model score
+(``metrics.agreement``: map-model FSC read at 0.5 under the soft molecular mask, CC_mask, CC_box,
+CC_volume, CC_peaks, median local correlation in 5- and 7-voxel windows): the same numbers the
+model cards report. Given half
 maps: their FSC and 0.143 resolution (masked and phase-randomisation corrected when a mask is
 given). Given enhanced halves too: the independent-halves check (deepemhancer.trust).
 """
@@ -15,13 +17,11 @@ import numpy as np
 from . import __version__
 from .errors import InputError
 from .mapio import Map, check_same_grid
-from .metrics import (FSCCurve, GuinierFit, fsc, fsc_masked_corrected, guinier_bfactor, map_model_correlations,
-                      map_model_fsc, median_local_correlation, model_map, molecular_mask, resolution_at)
+from .metrics import (FSCCurve, GuinierFit, ModelReference, fsc, fsc_masked_corrected, guinier_bfactor,
+                      model_agreement, model_reference, resolution_at)
 from .trust import FSC_THRESHOLD, halves_check
 
 GUINIER_LOW_RESOLUTION = 10.0  # Å: below this the plot is dominated by the molecule's shape, not its B-factor
-LOCAL_CC_WINDOWS = (5, 7)  # voxels, as the DeepEMhancer paper reports
-MODEL_FSC_THRESHOLD = 0.5
 
 
 def evaluate(maps: Mapping[str, Map], half_maps: tuple[Map, Map] | None = None, structure: Path | None = None,
@@ -30,7 +30,8 @@ def evaluate(maps: Mapping[str, Map], half_maps: tuple[Map, Map] | None = None, 
     """All measures of ``maps`` (name -> map), as a JSON-able dict (see the module docstring).
 
     resolution: Å, for the model map and the Guinier fit's high end; default the half maps' 0.143
-    resolution. mask: values in 0..1 on the maps' grid, for the half-map and map-model FSC.
+    resolution. mask: values in 0..1 on the maps' grid, for the half-map FSC (the map-model FSC
+    uses the model's own soft molecular mask, as every model score does).
     """
     reference = _check_inputs(maps, half_maps, structure, resolution, mask, enhanced_halves)
     voxel = reference.isotropic_voxel_size
@@ -44,15 +45,14 @@ def evaluate(maps: Mapping[str, Map], half_maps: tuple[Map, Map] | None = None, 
     results["resolution"] = resolution
     if enhanced_halves is not None:
         results["halves_check"] = halves_check(*half_maps, *enhanced_halves, mask=mask).to_dict()
-    model, molecule = None, None
+    scorer = None
     if structure is not None:
-        model = model_map(structure, reference, resolution)
-        molecule = molecular_mask(structure, reference)
+        scorer = model_reference(structure, reference, resolution)
         results["atomic_model"] = str(structure)
     for name, m in maps.items():
         entry = {"guinier": guinier_to_dict(_guinier(m, voxel, resolution))}
-        if model is not None:
-            entry["model"] = _model_measures(m, model, molecule, weights)
+        if scorer is not None:
+            entry["model"] = _model_measures(m, scorer)
         results["maps"][name] = entry
     return results
 
@@ -100,15 +100,12 @@ def _guinier(m: Map, voxel: float, resolution: float | None) -> GuinierFit:
     return guinier_bfactor(m.data, voxel, GUINIER_LOW_RESOLUTION, resolution)
 
 
-def _model_measures(m: Map, model: Map, molecule: np.ndarray, mask: np.ndarray | None) -> dict:
-    curve = map_model_fsc(m, model, mask)
-    cc = map_model_correlations(m.data, model.data, molecule)
-    entry = {"fsc_05_resolution": resolution_at(curve, MODEL_FSC_THRESHOLD), "fsc": curve_to_dict(curve),
-             "cc_mask": cc.cc_mask, "cc_box": cc.cc_box, "cc_volume": cc.cc_volume, "cc_peaks": cc.cc_peaks,
-             "n_mask_voxels": cc.n_mask_voxels}
-    for window in LOCAL_CC_WINDOWS:
-        entry[f"median_local_cc_{window}"] = median_local_correlation(m.data, model.data, window, molecule)
-    return entry
+def _model_measures(m: Map, reference: ModelReference) -> dict:
+    score = model_agreement(m.data, reference)
+    cc = score.correlations
+    return {"fsc_05_resolution": score.fsc05, "fsc": curve_to_dict(score.fsc),
+            "cc_mask": cc.cc_mask, "cc_box": cc.cc_box, "cc_volume": cc.cc_volume, "cc_peaks": cc.cc_peaks,
+            "n_mask_voxels": cc.n_mask_voxels, "median_local_cc_5": score.lc5, "median_local_cc_7": score.lc7}
 
 
 def curve_to_dict(curve: FSCCurve) -> dict:

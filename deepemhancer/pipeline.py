@@ -12,7 +12,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
-from . import cleaning, normalization, resampling, tiling
+from . import cleaning, halves_input, normalization, resampling, tiling
 from .devices import configure_matmul_precision, resolve_devices, set_cpu_threads
 from .errors import InputError
 from .mapio import Map, check_same_grid, validate_for_enhancement
@@ -84,6 +84,13 @@ def average_halves(first: Map, second: Map) -> Map:
 
 def _check_options(options: EnhanceOptions, model: Model) -> None:
     masked_model = model.metadata["normalization"] == "masked"
+    if takes_halves(model):
+        if options.mask is not None or options.noise_stats is not None:
+            raise InputError(f"model {model.name!r} measures the noise from the two half maps; it takes "
+                             "no mask or noise statistics")
+        if options.legacy:
+            raise InputError(f"legacy mode reproduces the original, which takes one map; model {model.name!r} "
+                             "needs the default mode")
     if options.mask is not None and not masked_model:
         raise InputError(f"a binary mask selects masked normalisation, but model {model.name!r} expects "
                          "unmasked input; use the 'masked' model or drop -m")
@@ -101,6 +108,16 @@ def _check_options(options: EnhanceOptions, model: Model) -> None:
         raise InputError(f"batch size must be at least 1, not {options.batch_size}")
     if options.legacy and options.blending is not None:
         raise InputError("legacy mode blends as the original does; --blending applies to the default mode only")
+
+
+def takes_halves(model: Model) -> bool:
+    """Whether the model takes two half maps (it measures the noise from their difference)."""
+    return model.metadata["normalization"] == halves_input.NORMALIZATION
+
+
+def _per_channel(function, volume: np.ndarray) -> np.ndarray:
+    """``function`` applied to a (Z, Y, X) volume, or to each channel of a (C, Z, Y, X) one."""
+    return function(volume) if volume.ndim == 3 else np.stack([function(channel) for channel in volume])
 
 
 def _normalise(volume: np.ndarray, options: EnhanceOptions) -> np.ndarray:
@@ -122,13 +139,18 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
     """
     if not isinstance(model, Model):
         model = load_model(model)
+    halves = None
     if isinstance(map_or_halves, Map):
         source = map_or_halves
     elif len(map_or_halves) == 2:
-        source = average_halves(*map_or_halves)
+        halves = tuple(map_or_halves)
+        source = average_halves(*halves)
     else:
         raise InputError(f"give one map or two half maps, not {len(map_or_halves)}")
     _check_options(options, model)
+    if takes_halves(model) and halves is None:
+        raise InputError(f"model {model.name!r} needs the two half maps (they measure the noise); give both, "
+                         "or choose a single-map model")
     validate_for_enhancement(source, "input map")
     voxel_size = source.isotropic_voxel_size
     if options.mask is not None and options.mask.data.shape != source.data.shape:
@@ -143,7 +165,8 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
     configure_matmul_precision(options.precision)
     devices = resolve_devices(options.gpu_ids)
 
-    normalised = _normalise(source.data, options)
+    # (Z, Y, X), or (C, Z, Y, X) for a half-map model
+    normalised = halves_input.halves_channels(*halves) if takes_halves(model) else _normalise(source.data, options)
     mask = None if options.mask is None else options.mask.data.astype(np.float32)
     if options.legacy:
         model_shape = resampling.legacy_target_shape(normalised.shape, voxel_size, model_voxel)
@@ -153,14 +176,14 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
         padded = tiling.pad_volume(resampled, padding, "wrap")
         blending, mask_threshold = "legacy", None
     else:
-        resampled = resampling.to_model_grid(normalised, voxel_size, model_voxel)
+        resampled = _per_channel(lambda v: resampling.to_model_grid(v, voxel_size, model_voxel), normalised)
         mask = None if mask is None else resampling.to_model_grid(mask, voxel_size, model_voxel)
-        padding = tiling.covering_padding(resampled.shape, cube, stride)
-        padded = tiling.pad_volume(resampled, padding, "reflect")
+        padding = tiling.covering_padding(resampled.shape[-3:], cube, stride)
+        padded = _per_channel(lambda v: tiling.pad_volume(v, padding, "reflect"), resampled)
         blending, mask_threshold = options.blending or "gaussian", 0.01
     del normalised
 
-    origins = tiling.cube_origins(padded.shape, cube, stride)
+    origins = tiling.cube_origins(padded.shape[-3:], cube, stride)
     if mask is not None:
         origins = tiling.cubes_touching(mask, origins, cube, mask_threshold)
     if not origins:
@@ -169,7 +192,7 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
     log.info("%d cubes of %d³ at stride %d on %s", len(origins), cube, stride,
              ", ".join(str(d) for d in devices))
 
-    blender = tiling.Blender(padded.shape, cube, blending)
+    blender = tiling.Blender(padded.shape[-3:], cube, blending)
     predict_into(blender, padded, origins, model.network, devices, cube=cube,
                  batch_size=options.batch_size, precision=options.precision, progress=options.progress)
     del padded

@@ -36,7 +36,7 @@ def activation_bytes_per_cube(network: torch.nn.Module, cube: int, device: torch
     On CUDA it is measured (peak allocation of a one-cube pass); elsewhere it is the sum of every
     layer's output size, an upper bound on what is alive at once.
     """
-    probe = torch.zeros((1, 1, cube, cube, cube), device=device)
+    probe = torch.zeros((1, getattr(network, "in_channels", 1), cube, cube, cube), device=device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -73,7 +73,9 @@ def auto_batch_size(network: torch.nn.Module, cube: int, device: torch.device, p
 
 
 def _run_batch(network: torch.nn.Module, cubes: np.ndarray, device: torch.device, precision: str) -> np.ndarray:
-    batch = torch.from_numpy(cubes).unsqueeze(1)
+    batch = torch.from_numpy(cubes)
+    if batch.ndim == 4:  # single-channel cubes
+        batch = batch.unsqueeze(1)
     if device.type == "cuda":
         batch = batch.pin_memory().to(device, non_blocking=True)
     else:
@@ -93,7 +95,7 @@ def _worker(network, device, precision, batch_size, volume, cube, work, blender,
             except queue.Empty:
                 return
         batch, pending = pending[:batch_size], pending[batch_size:]
-        cubes = np.stack([volume[i:i + cube, j:j + cube, k:k + cube] for i, j, k in batch]).astype(np.float32, copy=False)
+        cubes = np.stack([volume[..., i:i + cube, j:j + cube, k:k + cube] for i, j, k in batch]).astype(np.float32, copy=False)
         try:
             predictions = _run_batch(network, cubes, device, precision)
         except Exception as error:  # noqa: BLE001 - out-of-memory is recognised by content
@@ -119,7 +121,8 @@ def _worker(network, device, precision, batch_size, volume, cube, work, blender,
 def predict_into(blender: Blender, volume: np.ndarray, origins: Sequence[tuple[int, int, int]],
                  network: torch.nn.Module, devices: Sequence[torch.device], *, cube: int,
                  batch_size: int | None = None, precision: str = "fp32", progress: bool = True) -> None:
-    """Predict every cube at ``origins`` of ``volume`` and add it to ``blender``.
+    """Predict every cube at ``origins`` of ``volume`` ((Z, Y, X), or (C, Z, Y, X) for a network with
+    C input channels) and add it to ``blender``.
 
     Each device gets its own copy of the network and pulls groups of cubes from a shared queue, so
     devices of unequal speed finish together and cube counts need not divide evenly.

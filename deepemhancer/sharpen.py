@@ -10,6 +10,7 @@ resolution with a raised-cosine edge. The mask only shapes the FSC: the output m
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from .metrics import (FSCCurve, GuinierFit, fsc, fsc_masked_corrected, guinier_b
 log = logging.getLogger("deepemhancer")
 
 FSC_THRESHOLD = 0.143
+AUTO_LOW_RESOLUTION = 10.0  # Å: RELION's default low end of the Guinier fit
 LOWPASS_EDGE_SHELLS = 2.0  # RELION's default width of the low-pass edge, in Fourier shells
 
 
@@ -33,23 +35,27 @@ class SharpenResult:
     """map: the sharpened average on the input grid; b_factor: the apparent B (Å², positive for a
     blurred map) that was removed, i.e. amplitudes were multiplied by exp(+b_factor s² / 4);
     resolution: the low-pass resolution (Å); fsc: the half-map FSC (mask-corrected when masked);
-    guinier: the fit of the FSC-weighted map, None when the user gave the B-factor."""
+    guinier: the fit of the FSC-weighted map, None when the user gave the B-factor; filter: the
+    Fourier gain that made ``map`` from the halves' average."""
 
     map: Map
     b_factor: float
     resolution: float
     fsc: FSCCurve
     guinier: GuinierFit | None
+    filter: "SharpeningFilter"
 
 
 def sharpen(half1: Map, half2: Map, *, resolution: float | None = None, b_factor: float | None = None,
-            low_resolution: float = 10.0, mtf: np.ndarray | None = None, mask: np.ndarray | None = None,
+            low_resolution: float | None = 10.0, mtf: np.ndarray | None = None, mask: np.ndarray | None = None,
             mtf_pixel_size: float | None = None) -> SharpenResult:
     """Sharpen the average of two half maps as RELION postprocess does (see the module docstring).
 
     resolution: low-pass resolution in Å; None takes the FSC = 0.143 resolution of the halves.
     b_factor: the apparent B to remove (Å², positive sharpens; RELION's ``--adhoc_bfac -100`` is
         ``b_factor=100`` here); None fits it between ``low_resolution`` and the resolution.
+    low_resolution: the Guinier fit's low-resolution end (Å); None: 10 Å, or twice the resolution
+        for maps coarser than 5 Å (a fixed 10 Å would leave such maps too short a range, or none).
     mtf: the detector MTF as a (2, n) array or pair of arrays: frequency as a fraction of Nyquist,
         MTF value (``read_mtf(path)``); the amplitudes are divided by it.
     mtf_pixel_size: the pixel size (Å) of the micrographs the MTF refers to; default the map's.
@@ -68,34 +74,61 @@ def sharpen(half1: Map, half2: Map, *, resolution: float | None = None, b_factor
     if mtf_pixel_size is not None and not (np.isfinite(mtf_pixel_size) and mtf_pixel_size > 0):
         raise InputError(f"the MTF's pixel size must be a positive number of Å, got {mtf_pixel_size}")
     curve = half_map_fsc(half1.data, half2.data, voxel, mask)
+    if low_resolution is None:
+        low_resolution = max(AUTO_LOW_RESOLUTION, 2.0 * (resolution or _fsc_resolution(curve, 2.0 * voxel)))
     resolution = _choose_resolution(curve, resolution, voxel, low_resolution, fitting=b_factor is None)
 
-    # Single precision throughout (as metrics does): half the memory of float64 for large boxes.
-    frequency = radial_frequency_grid(shape, voxel)
-    spectrum = fft.rfftn(0.5 * (half1.data + half2.data), workers=-1)
-    # The DC term (not in the curve) holds the mean, which both halves share: weight 1.
-    correlation = np.interp(frequency, np.r_[0.0, curve.resolution], np.r_[1.0, curve.correlation])
-    gain = fsc_weight(correlation)
-    if mtf is not None:
-        gain /= _mtf_on_grid(mtf, frequency, voxel, mtf_pixel_size)
-    spectrum *= gain.astype(np.float32)
-
+    average = 0.5 * (half1.data + half2.data)
+    weighting = SharpeningFilter(voxel, curve, mtf=mtf, mtf_pixel_size=mtf_pixel_size)
     fit = None
     if b_factor is None:
-        weighted = fft.irfftn(spectrum, s=shape, workers=-1)
-        fit = guinier_bfactor(weighted, voxel, low_resolution=low_resolution, high_resolution=resolution)
+        fit = guinier_bfactor(weighting.apply(average), voxel, low_resolution=low_resolution,
+                              high_resolution=resolution)
         b_factor = fit.b_factor
     elif b_factor < 0:
         log.warning("b_factor %g Å² is negative: it blurs the map (a positive apparent B sharpens it)", b_factor)
+    final = dataclasses.replace(weighting, b_factor=float(b_factor), resolution=float(resolution))
+    return SharpenResult(map=half1.with_data(final.apply(average)), b_factor=float(b_factor),
+                         resolution=float(resolution), fsc=curve, guinier=fit, filter=final)
 
-    edge = LOWPASS_EDGE_SHELLS / (max(shape) * voxel)  # metrics' shell width
-    # Cap the gain's frequency at the filter's end: beyond it the filter is 0 and exp() may overflow.
-    capped = np.minimum(frequency, 1.0 / resolution + 0.5 * edge).astype(np.float64)
-    gain = raised_cosine_lowpass(frequency, 1.0 / resolution, edge) * np.exp(b_factor / 4.0 * capped ** 2)
-    spectrum *= gain.astype(np.float32)
-    sharpened = fft.irfftn(spectrum, s=shape, workers=-1)
-    return SharpenResult(map=half1.with_data(sharpened), b_factor=float(b_factor), resolution=float(resolution),
-                         fsc=curve, guinier=fit)
+
+@dataclass(frozen=True, eq=False)
+class SharpeningFilter:
+    """The radial Fourier gain ``sharpen`` applies, so that other maps on the same grid (the halves'
+    difference, for half-map models) can be filtered exactly alike.
+
+    Gain at frequency s: sqrt(2 FSC / (1 + FSC)) / MTF, and when ``resolution`` is set also
+    exp(b_factor s² / 4) times a raised-cosine low-pass at the resolution.
+    """
+
+    voxel_size: float
+    fsc: FSCCurve
+    b_factor: float = 0.0
+    resolution: float | None = None  # None: the FSC weighting (and MTF) only
+    mtf: np.ndarray | None = None
+    mtf_pixel_size: float | None = None
+
+    def gain(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The gain on the rfftn grid of a volume of ``shape`` (float32)."""
+        frequency = radial_frequency_grid(shape, self.voxel_size)
+        # The DC term (not in the curve) holds the mean, which both halves share: weight 1.
+        correlation = np.interp(frequency, np.r_[0.0, self.fsc.resolution], np.r_[1.0, self.fsc.correlation])
+        gain = fsc_weight(correlation)
+        if self.mtf is not None:
+            gain /= _mtf_on_grid(self.mtf, frequency, self.voxel_size, self.mtf_pixel_size)
+        if self.resolution is not None:
+            edge = LOWPASS_EDGE_SHELLS / (max(shape) * self.voxel_size)  # metrics' shell width
+            # Cap the frequency at the filter's end: beyond it the filter is 0 and exp() may overflow.
+            capped = np.minimum(frequency, 1.0 / self.resolution + 0.5 * edge).astype(np.float64)
+            gain = gain * raised_cosine_lowpass(frequency, 1.0 / self.resolution, edge) \
+                * np.exp(self.b_factor / 4.0 * capped ** 2)
+        return gain.astype(np.float32)
+
+    def apply(self, volume: np.ndarray) -> np.ndarray:
+        """``volume`` filtered (float32, same shape)."""
+        volume = np.asarray(volume, dtype=np.float32)
+        spectrum = fft.rfftn(volume, workers=-1) * self.gain(volume.shape)
+        return fft.irfftn(spectrum, s=volume.shape, workers=-1).astype(np.float32, copy=False)
 
 
 def half_map_fsc(half1: np.ndarray, half2: np.ndarray, voxel_size: float, mask: np.ndarray | None) -> FSCCurve:

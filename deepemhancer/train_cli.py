@@ -37,7 +37,11 @@ def validate_parser() -> argparse.ArgumentParser:
                                      description="Compare a model with the raw average and B-factor sharpening.")
     _common(parser)
     parser.add_argument("--model", required=True, help="model JSON (or a name the registry knows)")
-    parser.add_argument("--count", type=int, default=8, help="held-out structures to score, smallest first (default 8)")
+    parser.add_argument("--count", type=int, default=0,
+                        help="held-out structures to score, smallest first (default 0: all)")
+    parser.add_argument("--resolutions", default="3,4.5,6",
+                        help="comma-separated half-map resolutions (Å) each structure is simulated at (default "
+                             "3,4.5,6); 'random' draws one per structure from the config's range")
     parser.add_argument("--halves-check", type=int, default=2, help="cases that also get the independent-halves check")
     parser.add_argument("--seed", type=int, default=7, help="simulation seed of the held-out maps (default 7)")
     parser.add_argument("--emd3488", default="../shared/data/maps/emd3488",
@@ -78,13 +82,15 @@ def validate_main(argv: Sequence[str]) -> int:
     path = Path(args.model)
     model = load_model(path if path.suffix == ".json" else resolve_model(args.model))
     options = EnhanceOptions(gpu_ids="-1", threads=args.threads, stride=args.stride, progress=False)
+    resolutions = _resolutions(args.resolutions)
     _, _, held_out = training_split(config)
     results = []
-    for i, structure in enumerate(validate.smallest(held_out, args.count)):
+    structures = validate.smallest(held_out, args.count or len(held_out))
+    for i, (structure, resolution) in enumerate((s, r) for s in structures for r in resolutions):
         started = time.monotonic()
-        halves = validate.simulated_halves(structure, args.seed, config.settings())
-        name = structure.name.split("_")[0]
-        results.append(validate.evaluate_case(name, *halves, structure, model, options, i < args.halves_check))
+        halves = validate.simulated_halves(structure, args.seed, config.settings(), resolution)
+        name = structure.name.split("_")[0] + ("" if resolution is None else f"@{resolution:g}")
+        results.append(validate.evaluate_case(name, halves, structure, model, options, i < args.halves_check))
         log.info("%s scored in %.0f s", name, time.monotonic() - started)
     if args.emd3488 != "none":
         results.append(validate.emd3488_case(Path(args.emd3488), model, options, args.seed, args.halves_check > 0))
@@ -96,10 +102,24 @@ def validate_main(argv: Sequence[str]) -> int:
         "model": str(path), "stride": args.stride, "seed": args.seed, "summary": stats,
         "cases": [{"name": r.name, "resolution": r.resolution, "notes": r.notes,
                    "halves": None if r.halves is None else r.halves.to_dict(),
-                   "scores": {a: s.__dict__ for a, s in r.scores.items()}} for r in results]}, indent=1))
+                   "scores": {a: {m: getattr(s, m) for m in validate.METRICS} for a, s in r.scores.items()}}
+                  for r in results]}, indent=1))
     print(table)
     print("summary:", json.dumps(stats))
     return 0
+
+
+def _resolutions(text: str) -> list[float | None]:
+    """``--resolutions``: 'random', or a comma-separated list of resolutions between 2 and 20 Å."""
+    if text.strip() == "random":
+        return [None]
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(f"--resolutions {text!r}: give comma-separated numbers of Å, e.g. 3,4.5,6, or 'random'") from None
+    if not values or not all(2.0 <= v <= 20.0 for v in values):
+        raise InputError(f"--resolutions {text!r}: each resolution must lie between 2 and 20 Å")
+    return values
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from . import normalization
 from .errors import InputError
 from .mapio import Geometry, Map, check_same_grid
 from .metrics.fourier import FSCCurve, fsc, resolution_at, shared_power
-from .pipeline import EnhanceOptions, Model, average_halves, enhance, load_model
+from .pipeline import EnhanceOptions, Model, average_halves, enhance, load_model, takes_halves
 
 log = logging.getLogger("deepemhancer")
 
@@ -130,12 +130,18 @@ def enhance_with_confidence(map_or_halves: Map | Sequence[Map], model: Model | s
     Predictions: the map (or the average of the halves) under each augmentation (transformed, enhanced
     with ``options``, transformed back) and, given half maps, each half enhanced on its own. Every
     prediction is normalised with the noise statistics of the map (or average), so all share one
-    intensity scale; in masked mode each normalises itself inside the mask.
+    intensity scale; in masked mode each normalises itself inside the mask. A half-map model (which
+    needs both halves for every prediction) gets the augmentations of the pair only.
     """
-    transforms = _augmentations_for(augmentations, halves=not isinstance(map_or_halves, Map))
     if not isinstance(model, Model):
         model = load_model(model)
+    pair_model = takes_halves(model)
+    transforms = _augmentations_for(augmentations, halves=not isinstance(map_or_halves, Map) and not pair_model)
     halves = _as_halves(map_or_halves)
+    if pair_model:
+        if halves is None:
+            raise InputError(f"model {model.name!r} needs the two half maps; give both")
+        return _pair_confidence(halves, model, options, transforms)
     source = map_or_halves if halves is None else average_halves(*halves)
     if options.mask is None and options.noise_stats is None:
         # Estimated once on the map, exactly as enhance() would, and reused for every prediction.
@@ -162,6 +168,21 @@ def enhance_with_confidence(map_or_halves: Map | Sequence[Map], model: Model | s
                             n_predictions=total)
 
 
+def _pair_confidence(halves: tuple[Map, Map], model: Model, options: EnhanceOptions,
+                     transforms: Sequence[Augmentation]) -> ConfidenceResult:
+    """The confidence map of a half-map model: the pair enhanced under each augmentation."""
+    spread = _Spread()
+    plain = None
+    for i, transform in enumerate(transforms, 1):
+        log.info("confidence: prediction %d of %d (%s)", i, len(transforms), transform.name)
+        predicted = _enhance_augmented(halves, model, options, transform)
+        if plain is None:
+            plain = predicted
+        spread.add(predicted.data)
+    return ConfidenceResult(map=plain, half_maps=None, confidence=plain.with_data(confidence_from_spread(
+        spread.mean, spread.std())), n_predictions=len(transforms))
+
+
 def _augmentations_for(n: int, halves: bool) -> list[Augmentation]:
     transforms = augmentations(n)
     if len(transforms) == 1 and not halves:
@@ -177,11 +198,14 @@ def _as_halves(map_or_halves: Map | Sequence[Map]) -> tuple[Map, Map] | None:
     return map_or_halves[0], map_or_halves[1]
 
 
-def _enhance_augmented(source: Map, model: Model, options: EnhanceOptions, transform: Augmentation) -> Map:
-    """enhance() of the transformed map (and mask), transformed back onto ``source``'s grid."""
+def _enhance_augmented(source: Map | tuple[Map, Map], model: Model, options: EnhanceOptions,
+                       transform: Augmentation) -> Map:
+    """enhance() of the transformed map or pair of half maps (and mask), transformed back onto the
+    source's grid."""
     if not transform.flip_axes and not transform.turns:
         return enhance(source, model, options)
-    voxel = source.isotropic_voxel_size
+    first = source if isinstance(source, Map) else source[0]
+    voxel = first.isotropic_voxel_size
 
     def moved(m: Map) -> Map:
         data = transform.apply(m.data)
@@ -189,8 +213,8 @@ def _enhance_augmented(source: Map, model: Model, options: EnhanceOptions, trans
 
     if options.mask is not None:
         options = dataclasses.replace(options, mask=moved(options.mask))
-    predicted = enhance(moved(source), model, options)
-    return source.with_data(transform.invert(predicted.data))
+    predicted = enhance(moved(source) if isinstance(source, Map) else tuple(moved(h) for h in source), model, options)
+    return first.with_data(transform.invert(predicted.data))
 
 
 @dataclass(frozen=True, eq=False)

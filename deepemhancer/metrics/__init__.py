@@ -3,10 +3,12 @@
 Pure functions on numpy arrays with their voxel size in Å; Map-level wrappers where a model is
 placed on a map's grid. Submodules: ``fourier`` (frequency grid, FSC, phase-randomised masked FSC),
 ``masks`` (soft masks), ``guinier`` (B-factors), ``local`` (sliding-window correlation), ``model``
-(model maps, molecular mask, phenix's CC_box / CC_mask / CC_volume / CC_peaks, map-model FSC).
+(model maps, molecular mask, phenix's CC_box / CC_mask / CC_volume / CC_peaks, map-model FSC),
+``agreement`` (the project's one map-model scorer, built on the others).
 """
 from .fourier import (FSCCurve, fsc, fsc_masked_corrected, radial_frequency_grid, randomisation_start, randomise_phases,
                       resolution_at, shared_power)
+from .agreement import ModelAgreement, ModelReference, model_agreement, model_reference
 from .guinier import GuinierFit, apply_bfactor, guinier_bfactor
 from .local import local_correlation, median_local_correlation
 from .masks import soft_mask
@@ -16,6 +18,7 @@ from .model import (MapModelCC, map_model_cc, map_model_correlations, map_model_
 __all__ = [
     "FSCCurve", "fsc", "fsc_masked_corrected", "radial_frequency_grid", "randomisation_start", "randomise_phases",
     "resolution_at", "shared_power",
+    "ModelAgreement", "ModelReference", "model_agreement", "model_reference",
     "GuinierFit", "apply_bfactor", "guinier_bfactor",
     "local_correlation", "median_local_correlation",
     "soft_mask",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
-from .store import read_metadata
+from .store import HALVES_NORMALIZATION, read_metadata
 
 OFFICIAL_NAMES = ("tightTarget", "wideTarget", "highRes", "masked")
 DEFAULT_NAME = "tightTarget"
@@ -244,11 +244,13 @@ def _by_name(name: str) -> Path | None:
 
 
 def resolve_model(name: str | None = None, model_path: str | Path | None = None,
-                  masked: bool = False) -> Path:
+                  masked: bool = False, halves: bool = False) -> Path:
     """The model JSON to use for a model name and/or a model path (file or folder).
 
     ``masked`` (a binary mask was given) forces the official masked model, as the original's
-    ``-m`` does; a model *file* given explicitly is used as it is, as in the original.
+    ``-m`` does; a model *file* given explicitly is used as it is, as in the original. Without a
+    name: the official tightTarget when installed, else the bundled default, which is the half-map
+    model when ``halves`` (two half maps were given and the run can use them), else the single-map one.
     """
     if masked:
         if name not in (None, MASKED_NAME):
@@ -267,7 +269,7 @@ def resolve_model(name: str | None = None, model_path: str | Path | None = None,
     if name is None and _official_installed(DEFAULT_NAME):
         name = DEFAULT_NAME
     if name is None:
-        default = _default_bundled()
+        default = (_default_bundled(HALVES_NORMALIZATION) if halves else None) or _default_bundled()
         if default is None:
             raise ModelError(f"no model is installed; {HOW_TO_GET}")
         return default

@@ -4,7 +4,8 @@ The JSON holds::
 
     format: "deepemhancer-model", format_version: 1, name, description,
     architecture: {"type": "keras_graph", "model_config": {...}} or {"type": "unet", ...},
-    normalization: "noise" (noise mean 0, std 0.1) or "masked" (median / 10-95 percentile range),
+    normalization: "noise" (noise mean 0, std 0.1), "masked" (median / 10-95 percentile range) or
+        "sharpened-halves" (two channels from the half maps, see halves_input.py),
     cube_size, stride, voxel_size (Å), trained (bool), source: {file, sha256, ...} (optional)
 
 No code is ever read from a model file.
@@ -24,7 +25,8 @@ if TYPE_CHECKING:  # torch is imported where weights are handled, not to read a 
 
 FORMAT = "deepemhancer-model"
 FORMAT_VERSION = 1
-NORMALIZATIONS = ("noise", "masked")
+HALVES_NORMALIZATION = "sharpened-halves"  # two input channels from the half maps (halves_input.py)
+NORMALIZATIONS = ("noise", "masked", HALVES_NORMALIZATION)
 REQUIRED_KEYS = ("name", "architecture", "normalization", "cube_size", "stride", "voxel_size")
 
 

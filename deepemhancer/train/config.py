@@ -13,6 +13,7 @@ from ..nn.unet import SAMPLINGS
 from .simulate import SimulationSettings
 
 LOSSES = ("l1", "mse", "smooth_l1")
+INPUTS = ("average", "sharpened-halves")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -29,6 +30,9 @@ class TrainConfig:
     max_structures: int = 0  # 0: every training structure
     realisations: int = 1  # simulated maps per structure (different seeds)
     target: str = "tight"
+    # "average": the halves' average, noise-normalised (single-map models); "sharpened-halves": the
+    # B-factor-sharpened average and the sharpened half difference (halves_input.py)
+    inputs: str = "average"
     out: str = ".train/run"
     # network (the project's U-Net)
     width: float = 0.125
@@ -36,6 +40,7 @@ class TrainConfig:
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     kernel_size: int = 5
     sampling: str = "strided"  # the paper's; or "interpolated" (see nn/unet.py and docs/trust.md)
+    residual: bool = False  # learn a correction of the first input channel (nn/unet.py)
     # optimisation
     steps: int = 1000
     batch_size: int = 4
@@ -83,6 +88,8 @@ class TrainConfig:
             raise InputError(f"sampling must be one of {', '.join(SAMPLINGS)}, not {self.sampling!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.inputs not in INPUTS:
+            raise InputError(f"inputs must be one of {', '.join(INPUTS)}, not {self.inputs!r}")
         if self.target not in ("tight", "wide"):
             raise InputError(f"target must be 'tight' or 'wide', not {self.target!r}")
         if self.steps < 1 or self.batch_size < 1 or self.holdout_every < 2:

@@ -15,13 +15,15 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .simulate import SimulationSettings, simulate
+from ..halves_input import halves_channels
+from ..mapio import Geometry, Map
+from .simulate import SimulatedMap, SimulationSettings, simulate
 
 
 @dataclass(frozen=True, eq=False)
 class PoolMap:
-    """What training needs of one simulated map: the normalised input, the target and where the
-    molecule is (flat indices of envelope voxels)."""
+    """What training needs of one simulated map: the normalised input ((Z, Y, X), or (C, Z, Y, X)
+    for several channels), the target and where the molecule is (flat indices of envelope voxels)."""
 
     name: str
     input: np.ndarray
@@ -47,17 +49,37 @@ def structure_seed(name: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{name}:{seed}".encode()).digest()[:8], "little")
 
 
-def _simulate_entry(job: tuple[str, int, str, SimulationSettings, int, Path | None]) -> PoolMap:
-    path, seed, target, settings, cube, cache = job
+def training_pair(sim: SimulatedMap, inputs: str) -> tuple[np.ndarray, np.ndarray]:
+    """(input, target) of one simulated map for a model that takes ``inputs``.
+
+    "average": the normalised average and the target as simulated. "sharpened-halves": the
+    half-map model's two channels, and the target scaled by least squares to the sharpened
+    channel, so that a residual network starting from that channel starts at the right scale.
+    """
+    if inputs == "average":
+        return sim.input, sim.target
+    geometry = Geometry.for_grid(sim.half1.shape, 1.0)
+    channels = halves_channels(Map(sim.half1, geometry), Map(sim.half2, geometry))
+    target = sim.target.astype(np.float64)
+    scale = float(np.vdot(channels[0], target) / max(np.vdot(target, target), 1e-12))
+    return channels, (max(scale, 1e-6) * target).astype(np.float32)
+
+
+def _simulate_entry(job: tuple[str, int, str, SimulationSettings, int, Path | None, str]) -> PoolMap:
+    path, seed, target, settings, cube, cache, inputs = job
     name = structure_name(path)
     # The settings' digest is in the name: a run with other settings never reads these maps.
     digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
-    cached = None if cache is None else cache / f"{name}_{seed}_{target}_{digest}.npz"
+    kind = "" if inputs == "average" else f"_{inputs}"
+    cached = None if cache is None else cache / f"{name}_{seed}_{target}{kind}_{digest}.npz"
     if cached is not None and cached.is_file():
         with np.load(cached) as stored:
             return PoolMap(name, stored["input"], stored["target"], stored["on_molecule"])
     sim = simulate(path, np.random.default_rng(structure_seed(name, seed)), settings, target)
-    inputs, goal, envelope = pad_to(sim.input, cube, "reflect"), pad_to(sim.target, cube), pad_to(sim.envelope, cube)
+    source, goal = training_pair(sim, inputs)
+    padded = (pad_to(source, cube, "reflect") if source.ndim == 3
+              else np.stack([pad_to(channel, cube, "reflect") for channel in source]))
+    inputs, goal, envelope = padded, pad_to(goal, cube), pad_to(sim.envelope, cube)
     entry = PoolMap(name, inputs, goal, np.flatnonzero(envelope).astype(np.int64))
     if cached is not None:
         cache.mkdir(parents=True, exist_ok=True)
@@ -72,9 +94,9 @@ def pad_to(volume: np.ndarray, side: int, mode: str = "constant") -> np.ndarray:
 
 
 def build_pool(paths: Sequence[str | Path], seeds: Sequence[int], target: str, settings: SimulationSettings,
-               cube: int, workers: int, cache: Path | None = None) -> list[PoolMap]:
+               cube: int, workers: int, cache: Path | None = None, inputs: str = "average") -> list[PoolMap]:
     """Simulate every (structure, seed) pair with ``workers`` processes (0: in this process)."""
-    jobs = [(str(p), int(s), target, settings, cube, cache) for p in paths for s in seeds]
+    jobs = [(str(p), int(s), target, settings, cube, cache, inputs) for p in paths for s in seeds]
     if workers <= 0:
         return [_simulate_entry(job) for job in jobs]
     with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -87,10 +109,12 @@ def random_symmetry(rng: np.random.Generator) -> tuple[tuple[int, int, int], tup
 
 
 def apply_symmetry(volume: np.ndarray, symmetry: tuple[tuple[int, int, int], tuple[bool, bool, bool]]) -> np.ndarray:
-    """``volume`` with its axes permuted and flipped as ``symmetry`` says (a contiguous copy)."""
+    """``volume`` with its last three axes permuted and flipped as ``symmetry`` says (a contiguous
+    copy); leading (channel) axes are kept."""
     axes, flips = symmetry
-    out = np.transpose(volume, axes)
-    flipped = tuple(i for i, f in enumerate(flips) if f)
+    lead = volume.ndim - 3
+    out = np.transpose(volume, (*range(lead), *(lead + a for a in axes)))
+    flipped = tuple(lead + i for i, f in enumerate(flips) if f)
     return np.ascontiguousarray(np.flip(out, flipped) if flipped else out)
 
 
@@ -98,7 +122,7 @@ def sample_cube(entry: PoolMap, cube: int, on_molecule: float,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """An (input, target) cube pair: centred on a molecule voxel with probability ``on_molecule``,
     anywhere otherwise (mostly empty solvent); randomly rotated and flipped."""
-    shape = np.asarray(entry.input.shape)
+    shape = np.asarray(entry.target.shape)
     if entry.on_molecule.size and rng.random() < on_molecule:
         centre = np.asarray(np.unravel_index(int(rng.choice(entry.on_molecule)), tuple(shape)))
     else:
@@ -106,7 +130,7 @@ def sample_cube(entry: PoolMap, cube: int, on_molecule: float,
     corner = np.clip(centre - cube // 2, 0, shape - cube)
     window = tuple(slice(int(c), int(c) + cube) for c in corner)
     symmetry = random_symmetry(rng)
-    return apply_symmetry(entry.input[window], symmetry), apply_symmetry(entry.target[window], symmetry)
+    return apply_symmetry(entry.input[(..., *window)], symmetry), apply_symmetry(entry.target[window], symmetry)
 
 
 class CubeStream(torch.utils.data.IterableDataset):
@@ -128,7 +152,12 @@ class CubeStream(torch.utils.data.IterableDataset):
         while True:
             entry = self.pool[int(rng.integers(len(self.pool)))]
             x, y = sample_cube(entry, self.cube, self.on_molecule, rng)
-            yield torch.from_numpy(x[None].astype(np.float32)), torch.from_numpy(y[None].astype(np.float32))
+            yield torch.from_numpy(_with_channel_axis(x)), torch.from_numpy(y[None].astype(np.float32))
+
+
+def _with_channel_axis(cube: np.ndarray) -> np.ndarray:
+    """A float32 (C, D, H, W) cube: a single-channel (D, H, W) one gets its channel axis."""
+    return (cube[None] if cube.ndim == 3 else cube).astype(np.float32)
 
 
 def fixed_cubes(pool: Sequence[PoolMap], cube: int, count: int, on_molecule: float,
@@ -136,5 +165,5 @@ def fixed_cubes(pool: Sequence[PoolMap], cube: int, count: int, on_molecule: flo
     """A fixed, reproducible batch of cubes (for the validation loss during training)."""
     rng = np.random.default_rng([seed, 99])
     pairs = [sample_cube(pool[i % len(pool)], cube, on_molecule, rng) for i in range(count)]
-    return (torch.from_numpy(np.stack([p[0] for p in pairs])[:, None].astype(np.float32)),
+    return (torch.from_numpy(np.stack([_with_channel_axis(p[0]) for p in pairs])),
             torch.from_numpy(np.stack([p[1] for p in pairs])[:, None].astype(np.float32)))

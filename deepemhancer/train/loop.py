@@ -1,6 +1,11 @@
 """The training loop: AdamW, linear warm-up then cosine decay, optional bf16 autocast, atomic
 checkpoints with resume, a JSON-lines log of losses and validation metrics, and the export of the
-trained network as a model JSON + safetensors."""
+trained network as a model JSON + safetensors.
+
+Checkpoints are one safetensors file: the network's tensors (fp32), the optimiser's moments
+(bf16, to stay small enough to commit) and the RNG state as tensors, everything else (step, time, config, optimiser and scheduler settings) as JSON in its
+metadata. Nothing is unpickled: resuming never runs code from the run folder.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +21,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
 from ..errors import InputError
+from ..halves_input import CHANNELS as HALVES_CHANNELS, NORMALIZATION as HALVES_NORMALIZATION
 from ..models.store import save_model
 from ..nn import UNet, count_parameters
 from .config import TrainConfig
@@ -24,7 +33,7 @@ from .dataset import CubeStream, build_pool, fixed_cubes, split_structures
 
 log = logging.getLogger("deepemhancer")
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.safetensors"
 LOG = "log.jsonl"
 STRUCTURE_PATTERNS = ("*.pdb", "*.pdb.gz", "*.ent", "*.ent.gz", "*.cif", "*.cif.gz")
 
@@ -82,7 +91,9 @@ def training_split(config: TrainConfig) -> tuple[list[Path], list[Path], list[Pa
 
 def build_network(config: TrainConfig) -> UNet:
     """The project's U-Net with this config's width, groups, channels and kernel."""
-    return UNet(config.width, config.groups, config.channels, config.kernel_size, config.sampling)
+    in_channels = HALVES_CHANNELS if config.inputs == "sharpened-halves" else 1
+    return UNet(config.width, config.groups, config.channels, config.kernel_size, config.sampling,
+                in_channels=in_channels, residual=config.residual)
 
 
 def training_device(name: str) -> torch.device:
@@ -99,11 +110,48 @@ def _autocast(device: torch.device, precision: str):
 def save_checkpoint(path: Path, step: int, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, config: TrainConfig, seconds: float) -> None:
     """Write the training state atomically (a crash never leaves a half-written checkpoint)."""
+    tensors = {f"network.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    optimizer_state = optimizer.state_dict()
+    plain: dict[str, dict[str, object]] = {}
+    for index, values in optimizer_state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                # moments in bf16: a checkpoint small enough to commit (loading casts them back)
+                stored = value.to(torch.bfloat16) if value.is_floating_point() and value.ndim else value
+                tensors[f"optimizer.{index}.{key}"] = stored.detach().cpu().contiguous()
+            else:
+                plain.setdefault(str(index), {})[key] = value
+    tensors["torch_rng"] = torch.get_rng_state()
+    state = {"step": step, "seconds": seconds, "config": dataclasses.asdict(config),
+             "optimizer_param_groups": optimizer_state["param_groups"], "optimizer_plain": plain,
+             "scheduler": scheduler.state_dict()}
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"step": step, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "config": dataclasses.asdict(config),
-                "seconds": seconds, "torch_rng": torch.get_rng_state()}, tmp)
+    save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
     os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device) -> tuple[int, float]:
+    """Restore what ``save_checkpoint`` wrote; returns (step, seconds). InputError if it is unreadable."""
+    try:
+        tensors = load_file(str(path), device=str(device))
+        with safe_open(str(path), framework="pt") as handle:  # the JSON part lives in the header
+            state = json.loads(handle.metadata()["state"])
+        network.load_state_dict({k[len("network."):]: v for k, v in tensors.items() if k.startswith("network.")})
+        per_parameter: dict[int, dict[str, object]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                per_parameter.setdefault(int(index), {})[name] = value
+        for index, values in state["optimizer_plain"].items():
+            per_parameter.setdefault(int(index), {}).update(values)
+        optimizer.load_state_dict({"state": per_parameter, "param_groups": state["optimizer_param_groups"]})
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(tensors["torch_rng"].cpu())
+        return int(state["step"]), float(state["seconds"])
+    except (OSError, SafetensorError, ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise InputError(f"the checkpoint {path} cannot be read ({error}); start afresh with --no-resume "
+                         "or remove it") from None
 
 
 def _append_log(path: Path, record: dict) -> None:
@@ -131,7 +179,7 @@ def validation_metrics(network: torch.nn.Module, cubes: tuple[torch.Tensor, torc
         return float(cc.mean())
 
     return {"validation_loss": float(loss_function(loss_name)(prediction, targets)),
-            "validation_cc": mean_cc(prediction, targets), "input_cc": mean_cc(inputs, targets)}
+            "validation_cc": mean_cc(prediction, targets), "input_cc": mean_cc(inputs[:, :1], targets)}
 
 
 def export(network: torch.nn.Module, config: TrainConfig, json_path: Path, step: int, seconds: float,
@@ -142,8 +190,9 @@ def export(network: torch.nn.Module, config: TrainConfig, json_path: Path, step:
     description = config.description or (
         f"CPU-trained small model ({count_parameters(network):,} parameters, {step} steps); simulated "
         f"{config.target}-target training data; see docs/models/{config.name}.md")
+    normalization = HALVES_NORMALIZATION if config.inputs == "sharpened-halves" else "noise"
     metadata = {"name": config.name, "description": description, "architecture": network.architecture(),
-                "normalization": "noise", "cube_size": 64, "stride": 16, "voxel_size": 1.0, "trained": True,
+                "normalization": normalization, "cube_size": 64, "stride": 16, "voxel_size": 1.0, "trained": True,
                 "default": False,
                 "training": {"steps": step, "seconds": round(seconds, 1), "seed": config.seed,
                              "target": config.target, "loss": config.loss, "cube": config.cube,
@@ -170,12 +219,7 @@ def train(config: TrainConfig, resume: bool = True, pool_cache: Path | None = No
     step, seconds = 0, 0.0
     checkpoint = out / CHECKPOINT
     if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        step, seconds = int(state["step"]), float(state["seconds"])
+        step, seconds = load_checkpoint(checkpoint, network, optimizer, scheduler, device)
         log.info("resuming from step %d (%s)", step, checkpoint)
 
     logfile = out / LOG
@@ -185,9 +229,9 @@ def train(config: TrainConfig, resume: bool = True, pool_cache: Path | None = No
     cache = pool_cache if pool_cache is not None else out / "pool"
     settings = config.settings()
     pool = build_pool(train_paths, range(config.realisations), config.target, settings, config.cube,
-                      config.pool_workers, cache)
+                      config.pool_workers, cache, config.inputs)
     monitor = (fixed_cubes(build_pool(monitor_paths, [1000], config.target, settings, config.validation_cube,
-                                      config.pool_workers, cache),
+                                      config.pool_workers, cache, config.inputs),
                            config.validation_cube, config.validation_cubes, config.on_molecule, config.seed)
                if monitor_paths and config.validation_cubes else None)
     log.info("pool of %d simulated maps ready in %.0f s", len(pool), time.monotonic() - started)

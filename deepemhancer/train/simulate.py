@@ -71,7 +71,8 @@ class SimulatedMap:
     target: the masked, locally low-passed sharp map (tight or wide mask as asked); mask: that mask;
     envelope: voxels near atoms (where cubes are sampled); local_resolution: Å per voxel;
     resolution: the half-map FSC = 0.143 resolution drawn; noise_mean, noise_std: solvent statistics;
-    phases_randomised_beyond: d_r in Å when the halves' phases were randomised beyond it, else None.
+    phases_randomised_beyond: d_r in Å when the halves' phases were randomised beyond it, else None;
+    extra_halves: further half maps with independent noise (``simulate``'s ``extra_pairs``).
     """
 
     half1: np.ndarray
@@ -86,6 +87,7 @@ class SimulatedMap:
     noise_mean: float
     noise_std: float
     phases_randomised_beyond: float | None = None
+    extra_halves: tuple[np.ndarray, ...] = ()
 
 
 def atom_arrays(structure: gemmi.Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -289,8 +291,12 @@ def target_mask(model_density: np.ndarray, percentile: float, dilation: float) -
 
 
 def simulate(structure_path: str | Path, rng: np.random.Generator, settings: SimulationSettings = SimulationSettings(),
-             target: str = "tight", resolution: float | None = None) -> SimulatedMap:
-    """Simulate one structure (see the module docstring); ``resolution`` None draws one."""
+             target: str = "tight", resolution: float | None = None, extra_pairs: int = 0) -> SimulatedMap:
+    """Simulate one structure (see the module docstring); ``resolution`` None draws one.
+
+    ``extra_pairs`` more pairs of half maps (same signal, independent noise, drawn after everything
+    else so that the rest does not change) go to ``extra_halves``: independent pairs for checking
+    half-map models."""
     if target not in ("tight", "wide"):
         raise InputError(f"target must be 'tight' or 'wide', not {target!r}")
     structure = read_structure(structure_path)
@@ -334,6 +340,10 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
     goal = locally_lowpassed(sharp * mask, local)
     goal /= max(float(np.percentile(goal[mask], 99)), 1e-12)  # scale: the protein's high values near 1
 
+    extra = [signal + scale * coloured_noise(signal.shape, noise_b, rng) for _ in range(2 * extra_pairs)]
+    if randomised_beyond is not None:
+        extra = [randomise_phases(h, VOXEL, start, rng) for h in extra]
+
     average = 0.5 * (half1 + half2)
     solvent_voxels = ndimage.distance_transform_edt(~envelope) > 6.0
     noise_mean, noise_std = float(average[solvent_voxels].mean()), float(average[solvent_voxels].std())
@@ -341,4 +351,5 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
     return SimulatedMap(half1=half1.astype(np.float32), half2=half2.astype(np.float32),
                         input=normalised.astype(np.float32), target=goal.astype(np.float32), mask=mask,
                         envelope=envelope, local_resolution=local, resolution=resolution, origin=origin,
-                        noise_mean=noise_mean, noise_std=noise_std, phases_randomised_beyond=randomised_beyond)
+                        noise_mean=noise_mean, noise_std=noise_std, phases_randomised_beyond=randomised_beyond,
+                        extra_halves=tuple(h.astype(np.float32) for h in extra))

@@ -1,0 +1,51 @@
+"""The input of half-map models: the sharpened average and the sharpened half-map difference.
+
+Channel 0 is the map a user would otherwise take, the halves' average after global B-factor
+sharpening (``baseline_sharpening``: FSC weighting, Guinier B fitted from 10 Å, or from twice the
+resolution for maps coarser than 5 Å, low-pass at the FSC-0.143 resolution);
+a residual network starts from it. Channel 1 is (half1 − half2) / 2 filtered by the same gain:
+pure noise with the spectrum and the local level of the noise in channel 0, from which the network
+can judge where the data are good. Both are offset by channel 0's median (the solvent level of a
+box that is mostly solvent) and divided by ten times channel 1's standard deviation: the noise
+normalisation's convention (noise std 0.1).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .errors import InputError
+from .mapio import Map
+from .models.store import HALVES_NORMALIZATION as NORMALIZATION  # the model-JSON name of this input
+from .sharpen import SharpenResult, sharpen
+
+log = logging.getLogger("deepemhancer")
+CHANNELS = 2
+NOISE_STD = 0.1
+
+
+def baseline_sharpening(half1: Map, half2: Map) -> SharpenResult:
+    """Global B-factor sharpening as half-map models start from it (and as validation compares with
+    it): the Guinier fit from 10 Å (twice the resolution for coarser maps); where the box is too
+    small for a fit at that resolution, the FSC weighting and low-pass alone (B = 0)."""
+    try:
+        return sharpen(half1, half2, low_resolution=None)
+    except InputError as error:
+        if "Guinier fit" not in str(error):
+            raise
+        log.info("no B-factor fit for these half maps (%s): FSC weighting and low-pass only", error)
+        return sharpen(half1, half2, b_factor=0.0)
+
+
+def halves_channels(half1: Map, half2: Map) -> np.ndarray:
+    """The (2, Z, Y, X) float32 input of a half-map model (see the module docstring)."""
+    result = baseline_sharpening(half1, half2)
+    noise = result.filter.apply(0.5 * (half1.data - half2.data))
+    scale = float(np.std(noise, dtype=np.float64)) / NOISE_STD
+    if not (np.isfinite(scale) and scale > 0):
+        raise InputError("the two half maps are identical, so their noise cannot be measured; give the two "
+                         "independently refined half maps")
+    baseline = result.map.data
+    offset = float(np.median(baseline))
+    return np.stack([(baseline - offset) / scale, noise / scale]).astype(np.float32, copy=False)

@@ -1,0 +1,220 @@
+"""The half-map model design: the sharpening filter reused on the halves' difference, the two input
+channels, the residual U-Net that starts from the sharpened map, and its path through enhance,
+the registry, the confidence map and training (pickle-free checkpoints)."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from deepemhancer.errors import InputError
+from deepemhancer.halves_input import NORMALIZATION, baseline_sharpening, halves_channels
+from deepemhancer.mapio import Geometry, Map
+from deepemhancer.models import registry
+from deepemhancer.models.store import save_model
+from deepemhancer.nn import UNet
+from deepemhancer.pipeline import EnhanceOptions, enhance, load_model
+from deepemhancer.sharpen import sharpen
+from deepemhancer.train import dataset, loop
+
+from test_train import _tiny_config
+
+N = 48
+
+
+def _cc(a, b):
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+@pytest.fixture(scope="module")
+def halves():
+    """Two half maps of one blob-like density (a 14 Å ball of Gaussian blobs) with independent noise."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(N / 2, 5.0, size=(300, 3)).round().astype(int).clip(4, N - 5)
+    density = np.zeros((N, N, N), np.float32)
+    density[tuple(centres.T)] = 1.0
+    density = ndimage.gaussian_filter(density, 1.5)
+    geometry = Geometry.for_grid(density.shape, 1.0)
+    return tuple(Map((density + rng.normal(0, 0.004, density.shape)).astype(np.float32), geometry) for _ in range(2))
+
+
+def _halves_model(tmp_path, residual=True, seed=0):
+    torch.manual_seed(seed)
+    net = UNet(1.0, 2, [4, 8], 3, in_channels=2, residual=residual)
+    metadata = {"name": "tiny-halves", "architecture": net.architecture(), "normalization": NORMALIZATION,
+                "cube_size": 32, "stride": 16, "voxel_size": 1.0, "trained": True}
+    return load_model(save_model(tmp_path / "tiny-halves.json", metadata, net.state_dict()))
+
+
+def test_the_sharpening_filter_remakes_the_sharpened_map(halves):
+    result = sharpen(*halves)
+    average = 0.5 * (halves[0].data + halves[1].data)
+    remade = result.filter.apply(average)
+    assert np.abs(remade - result.map.data).max() <= 1e-6 * np.abs(result.map.data).max()
+    # the filter is linear: the difference map's filtered copy is the filtered difference
+    difference = 0.5 * (halves[0].data - halves[1].data)
+    assert np.allclose(result.filter.apply(2 * difference), 2 * result.filter.apply(difference), atol=1e-6)
+
+
+def _coarse_halves(side):
+    rng = np.random.default_rng(0)
+    density = ndimage.gaussian_filter(rng.standard_normal((side,) * 3), 6.0).astype(np.float32)
+    geometry = Geometry.for_grid(density.shape, 1.0)
+    return [Map(density + rng.normal(0, 20.0 * density.std(), density.shape).astype(np.float32), geometry)
+            for _ in range(2)]  # FSC 0.143 near 13 Å
+
+
+def test_a_coarse_map_is_sharpened_with_the_fit_from_twice_its_resolution():
+    noisy = _coarse_halves(96)
+    with pytest.raises(InputError, match="not finer than the Guinier fit's low-resolution limit"):
+        sharpen(*noisy)
+    result = sharpen(*noisy, low_resolution=None)
+    assert result.resolution > 10.0 and result.guinier is not None
+    fitted = 1.0 / np.sqrt(result.guinier.s_squared[result.guinier.in_fit])
+    assert fitted.max() <= 2.0 * result.resolution + 1e-6 and fitted.min() >= result.resolution - 1e-6
+    assert baseline_sharpening(*noisy).b_factor == result.b_factor
+
+
+def test_the_baseline_falls_back_to_no_bfactor_where_the_box_is_too_small_to_fit():
+    noisy = _coarse_halves(N)  # 2 shells between 26 and 13 Å: no fit
+    result = baseline_sharpening(*noisy)
+    assert result.b_factor == 0.0 and result.guinier is None and result.resolution > 10.0
+
+
+def test_the_two_channels_are_the_sharpened_map_and_its_noise(halves):
+    channels = halves_channels(*halves)
+    assert channels.shape == (2, N, N, N) and channels.dtype == np.float32
+    assert _cc(channels[0], sharpen(*halves, low_resolution=None).map.data) > 0.99999
+    assert float(channels[1].std()) == pytest.approx(0.1, rel=1e-4)  # noise std 0.1, the noise convention
+    assert float(np.median(channels[0])) == pytest.approx(0.0, abs=1e-6)
+    # channel 1 is noise only: it does not correlate with the signal
+    assert abs(_cc(channels[1], 0.5 * (halves[0].data + halves[1].data))) < 0.1
+    with pytest.raises(InputError, match="identical"):
+        halves_channels(halves[0], halves[0])
+
+
+def test_an_untrained_residual_unet_returns_its_first_channel_and_scales_with_it():
+    torch.manual_seed(0)
+    net = UNet(1.0, 2, [4, 8], 3, in_channels=2, residual=True).eval()
+    x = torch.randn(2, 2, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(net(x), x[:, :1])
+        for p in net.head.parameters():  # a trained-looking correction
+            p.normal_(0.0, 0.1)
+        y = net(x)
+        assert not torch.allclose(y, x[:, :1])
+        assert torch.allclose(net(3.0 * x), 3.0 * y, rtol=1e-4, atol=1e-5)  # scale-equivariant
+        assert float(net(torch.zeros_like(x)).abs().max()) < 1e-5  # an empty cube stays empty, no division by zero
+    with pytest.raises(InputError, match="2 input channel"):
+        net(torch.zeros(1, 1, 16, 16, 16))
+    rebuilt = UNet.from_architecture(net.architecture())
+    assert rebuilt.in_channels == 2 and rebuilt.residual
+    assert "in_channels" not in UNet(1.0, 2, [4, 8], 3).architecture()  # old readers keep working
+
+
+def test_enhance_with_a_half_map_model_starts_from_the_sharpened_map(tmp_path, halves):
+    model = _halves_model(tmp_path)
+    options = EnhanceOptions(gpu_ids="-1", progress=False)
+    out = enhance(halves, model, options)
+    assert out.geometry == halves[0].geometry
+    # untrained, the residual network returns the sharpened map (Gaussian blending of identical cubes)
+    assert _cc(out.data, sharpen(*halves, low_resolution=None).map.data) > 0.9999
+    with pytest.raises(InputError, match="needs the two half maps"):
+        enhance(halves[0], model, options)
+    with pytest.raises(InputError, match="legacy mode"):
+        enhance(halves, model, EnhanceOptions(gpu_ids="-1", progress=False, legacy=True))
+    with pytest.raises(InputError, match="no mask or noise statistics"):
+        enhance(halves, model, EnhanceOptions(gpu_ids="-1", progress=False, noise_stats=(0.0, 1.0)))
+
+
+def test_confidence_of_a_half_map_model_uses_augmented_pairs(tmp_path, halves):
+    from deepemhancer.trust import enhance_with_confidence
+
+    model = _halves_model(tmp_path)
+    found = enhance_with_confidence(halves, model, EnhanceOptions(gpu_ids="-1", progress=False), 8)
+    assert found.n_predictions == 8 and found.half_maps is None
+    assert found.confidence.data.shape == halves[0].data.shape
+    # the untrained residual model is the (flip-equivariant) sharpening: predictions agree everywhere
+    assert float(found.confidence.data.min()) > 0.99
+
+
+def test_the_registry_prefers_the_half_map_default_when_halves_are_given(tmp_path, monkeypatch):
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    for name, normalization in (("single", "noise"), ("pairs", NORMALIZATION)):
+        net = UNet(1.0, 2, [4, 8], 3, in_channels=2 if normalization == NORMALIZATION else 1)
+        save_model(bundled / f"{name}.json", {"name": name, "architecture": net.architecture(),
+                                              "normalization": normalization, "cube_size": 32, "stride": 16,
+                                              "voxel_size": 1.0, "trained": True, "default": True},
+                   net.state_dict())
+    monkeypatch.setattr(registry, "bundled_dir", lambda: bundled)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no official weights
+    assert registry.resolve_model(halves=True) == bundled / "pairs.json"
+    assert registry.resolve_model() == bundled / "single.json"
+
+
+def test_two_channel_cubes_keep_their_channels_aligned():
+    rng = np.random.default_rng(0)
+    volume = rng.standard_normal((2, 6, 7, 8)).astype(np.float32)
+    symmetry = ((2, 0, 1), (True, False, True))
+    moved = dataset.apply_symmetry(volume, symmetry)
+    for c in range(2):
+        assert np.array_equal(moved[c], dataset.apply_symmetry(volume[c], symmetry))
+
+
+def test_training_a_residual_half_map_model_and_resuming_without_pickle(tmp_path):
+    config = _tiny_config(tmp_path, 6)
+    config.inputs, config.residual, config.checkpoint_every = "sharpened-halves", True, 3
+    result = loop.train(config)
+    metadata = json.loads(result.model_json.read_text())
+    assert metadata["normalization"] == NORMALIZATION and metadata["architecture"]["in_channels"] == 2
+    run = tmp_path / "run"
+    assert (run / loop.CHECKPOINT).suffix == ".safetensors"
+
+    # A pickled checkpoint dropped into the run folder is never unpickled.
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (run / "checkpoint.pt").write_bytes(pickle.dumps(Payload()))
+    config.steps = 8
+    resumed = loop.train(config)
+    assert resumed.step == 8 and not marker.exists()
+
+    # A damaged checkpoint is one clear error, not a traceback from deep inside.
+    (run / loop.CHECKPOINT).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    config.steps = 10
+    with pytest.raises(InputError, match="cannot be read"):
+        loop.train(config)
+
+
+def test_a_checkpoint_restores_the_network_and_optimiser(tmp_path):
+    torch.manual_seed(0)
+    net = UNet(1.0, 2, [4, 8], 3)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5)
+    net(torch.randn(1, 1, 16, 16, 16)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    config = loop.TrainConfig()
+    path = tmp_path / "c.safetensors"
+    loop.save_checkpoint(path, 7, net, optimizer, scheduler, config, 12.5)
+
+    fresh = UNet(1.0, 2, [4, 8], 3)
+    fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
+    fresh_scheduler = torch.optim.lr_scheduler.LambdaLR(fresh_optimizer, lambda s: 0.5)
+    step, seconds = loop.load_checkpoint(path, fresh, fresh_optimizer, fresh_scheduler, torch.device("cpu"))
+    assert (step, seconds) == (7, 12.5)
+    for a, b in zip(net.state_dict().values(), fresh.state_dict().values()):
+        assert torch.equal(a, b)
+    before, after = optimizer.state_dict(), fresh_optimizer.state_dict()
+    for index, values in before["state"].items():
+        for key, value in values.items():  # moments stored in bf16: equal to bf16 precision
+            assert torch.allclose(value, after["state"][index][key].float(), rtol=1e-2, atol=1e-8)
+    assert fresh_scheduler.last_epoch == scheduler.last_epoch
