@@ -97,9 +97,13 @@ def validate_main(argv: Sequence[str]) -> int:
     simulated = [r for r in results if r.name != "EMD-3488"]
     table = validate.markdown_table(results)
     stats = validate.summary(simulated) if simulated else {}
-    Path(f"{args.out}.md").write_text(table + "\nSimulated held-out summary: " + json.dumps(stats) + "\n")
+    by_resolution = {f"{r:g}": validate.summary(group) for r in resolutions if r is not None
+                     for group in [[c for c in simulated if c.name.endswith(f"@{r:g}")]] if group}
+    Path(f"{args.out}.md").write_text(table + "\nSimulated held-out summary: " + json.dumps(stats) + "\n" + "".join(
+        f"At {r} Å: {json.dumps(group)}\n" for r, group in by_resolution.items()))
     Path(f"{args.out}.json").write_text(json.dumps({
         "model": str(path), "stride": args.stride, "seed": args.seed, "summary": stats,
+        "summary_by_resolution": by_resolution,
         "cases": [{"name": r.name, "resolution": r.resolution, "notes": r.notes,
                    "halves": None if r.halves is None else r.halves.to_dict(),
                    "scores": {a: {m: getattr(s, m) for m in validate.METRICS} for a, s in r.scores.items()}}
