@@ -9,10 +9,13 @@ PIP = $(VENV)/bin/pip
 
 .PHONY: demo test benchmark clean
 
-$(VENV)/.installed: pyproject.toml setup.py constraints.txt
+# The plugin (repository root) brings a copy of the engine (engine/) as its dependency; the engine
+# is then made editable too.
+$(VENV)/.installed: pyproject.toml setup.py engine/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -c constraints.txt -e ".[test,scipion]"
+	$(PIP) install --quiet -c constraints.txt -e ".[test]"
+	$(PIP) install --quiet --no-deps -e ./engine
 	touch $@
 
 demo: $(VENV)/.installed

@@ -24,7 +24,7 @@ import pytest
 PLUGIN_TESTS = Path(__file__).resolve().parent / "deepemhancer_plugin" / "tests"
 MISSING = [name for name in ("pyworkflow", "pwem") if importlib.util.find_spec(name) is None]
 SKIP_REASON = (f"plugin tests skipped: Scipion is not installed (no module {', '.join(MISSING)}); the plugin tests need "
-               f"scipion-pyworkflow and scipion-em: pip install -e '.[scipion]'")
+               f"scipion-pyworkflow and scipion-em: pip install -e .")
 
 _scipion_home: Path | None = None
 

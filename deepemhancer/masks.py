@@ -1,43 +1,115 @@
-"""Masks on a map's grid: a density threshold (or the threshold enclosing a volume), and the model
-mask of the paper's training targets. Each can be dilated and given a raised-cosine soft edge.
+"""Masks on a map's grid: from the map itself (as RELION's and cryoSPARC's auto-masks make them:
+low-pass, threshold, keep the connected molecule, dilate, soften), and the model mask of the
+paper's training targets. Each can be dilated and given a raised-cosine soft edge.
 
 Masks are float32 arrays of values in [0, 1] with the source array's shape; wrap one with
 ``like.with_data(mask)`` to write it with the map's geometry.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from .errors import InputError
 from .mapio import Map
 from .metrics import model_map, soft_mask
 
+LOWPASS_A = 15.0  # RELION's initial low-pass for auto-masks: noise and side chains gone, the envelope kept
+# The automatic contour, in standard deviations of the low-passed solvent above its level: low enough
+# to follow the molecule's envelope. The pieces above it that reach the core level (far above any
+# low-passed noise) are the molecule; the others are noise.
+CONTOUR_SIGMAS = 3.0
+CORE_SIGMAS = 8.0
+NEAR_FULL_BOX = 0.9  # a mask beyond this fraction of the box hardly masks anything
 
-def threshold_mask(volume: np.ndarray, *, threshold: float | None = None,
-                   enclosed_volume_A3: float | None = None, voxel_size: float,
-                   dilation_A: float = 0.0, soft_edge_A: float = 0.0) -> np.ndarray:
-    """The voxels above ``threshold``, or the voxels of highest density that enclose
-    ``enclosed_volume_A3`` (exactly round(volume / voxel³) voxels; equal densities at the cut are taken arbitrarily);
-    then dilated by ``dilation_A`` and softened over ``soft_edge_A`` (see ``shape_mask``).
 
-    Every component is kept: dropping small ones would break the enclosed-volume contract, and
-    the dilation and soft edge are what make a threshold mask safe for FSC.
+@dataclass(frozen=True)
+class MapMask:
+    """A mask made from a map, and how it was made."""
+
+    mask: np.ndarray
+    threshold: float  # the contour on the low-passed map
+    automatic: bool  # the threshold was chosen from the map's solvent noise
+    pieces: int  # connected pieces above the threshold
+    kept: int  # the pieces that reach the molecule's core
+
+    @property
+    def coverage(self) -> float:
+        return coverage(self.mask)
+
+
+def map_mask(volume: np.ndarray, *, voxel_size: float, lowpass_A: float = LOWPASS_A,
+             threshold: float | None = None, enclosed_volume_A3: float | None = None,
+             dilation_A: float = 0.0, soft_edge_A: float = 0.0) -> MapMask:
+    """The molecule's mask from a map: low-passed to ``lowpass_A`` (0: as it is), contoured at
+    ``threshold``, at the level enclosing ``enclosed_volume_A3``, or (neither given) automatically
+    (``automatic_threshold``); only the pieces that reach the core level are kept, so noise blobs
+    are dropped (the mask may then enclose a little less than the volume asked); then dilated by
+    ``dilation_A`` and softened over ``soft_edge_A`` (see ``shape_mask``).
     """
+    if threshold is not None and enclosed_volume_A3 is not None:
+        raise InputError("give a density threshold or an enclosed volume in Å³ for the mask, not both")
+    smoothed = lowpass(volume, voxel_size, lowpass_A)
+    solvent, sigma = solvent_level(smoothed)
+    automatic = threshold is None and enclosed_volume_A3 is None
+    if automatic:
+        threshold = solvent + CONTOUR_SIGMAS * sigma
+    elif enclosed_volume_A3 is not None:
+        threshold = level_enclosing(smoothed, enclosed_volume_A3, voxel_size)
+    above = smoothed > threshold
+    if not above.any():
+        raise InputError(f"no voxel is above the mask threshold {threshold:g} (the low-passed map's maximum is "
+                         f"{float(smoothed.max()):g}); choose a lower threshold")
+    peak = float(smoothed.max())
+    core = max(threshold, min(solvent + CORE_SIGMAS * sigma, 0.5 * (solvent + peak)))  # the peak always counts
+    labels, pieces = ndimage.label(above)
+    kept = np.unique(labels[above & (smoothed >= core)])
+    binary = np.isin(labels, kept)
+    return MapMask(shape_mask(binary, voxel_size, dilation_A=dilation_A, soft_edge_A=soft_edge_A),
+                   float(threshold), automatic, int(pieces), int(kept.size))
+
+
+def automatic_threshold(volume: np.ndarray, voxel_size: float, lowpass_A: float = LOWPASS_A) -> float:
+    """The automatic contour of ``map_mask``: the solvent level of the low-passed map plus
+    CONTOUR_SIGMAS of its noise."""
+    solvent, sigma = solvent_level(lowpass(volume, voxel_size, lowpass_A))
+    return solvent + CONTOUR_SIGMAS * sigma
+
+
+def lowpass(volume: np.ndarray, voxel_size: float, resolution_A: float) -> np.ndarray:
+    """A Gaussian low-pass whose transfer is 0.5 at 1 / ``resolution_A`` (0: the map as it is).
+    Gaussian rather than a sharp cutoff: no ringing to add speckle around the contour."""
     _check_volume(volume)
     _check_length(voxel_size, "voxel_size", positive=True)
-    if (threshold is None) == (enclosed_volume_A3 is None):
-        raise InputError("give either a density threshold or an enclosed volume in Å³ for the mask, "
-                         "exactly one of the two")
-    if threshold is not None:
-        binary = volume > threshold
-        if not binary.any():
-            raise InputError(f"no voxel is above the mask threshold {threshold:g} (the map maximum is "
-                             f"{float(volume.max()):g}); choose a lower threshold")
-    else:
-        binary = _top_voxels(volume, enclosed_volume_A3, voxel_size)
-    return shape_mask(binary, voxel_size, dilation_A=dilation_A, soft_edge_A=soft_edge_A)
+    _check_length(resolution_A, "the low-pass resolution")
+    if resolution_A == 0:
+        return np.asarray(volume, dtype=np.float32)
+    sigma_A = resolution_A * np.sqrt(np.log(2.0) / 2.0) / np.pi  # exp(-2 pi² sigma² f²) = 0.5 at f = 1/R
+    return ndimage.gaussian_filter(np.asarray(volume, dtype=np.float32), sigma_A / voxel_size)
+
+
+def solvent_level(volume: np.ndarray) -> tuple[float, float]:
+    """The solvent's level and noise standard deviation: the median and the scaled median absolute
+    deviation, robust while the molecule fills less than half of the box."""
+    level = float(np.median(volume))
+    return level, 1.4826 * float(np.median(np.abs(volume - level)))
+
+
+def coverage(mask: np.ndarray) -> float:
+    """The fraction of the box a mask touches (any value above 0)."""
+    return float(np.count_nonzero(mask > 0)) / mask.size
+
+
+def full_box_warning(mask: np.ndarray) -> str | None:
+    """A one-line warning when a mask covers nearly the whole box, else None."""
+    fraction = coverage(mask)
+    if fraction <= NEAR_FULL_BOX:
+        return None
+    return (f"the mask covers {100 * fraction:.1f}% of the box, so it hardly masks anything: make it tighter "
+            f"(a higher threshold, less dilation or a narrower soft edge)")
 
 
 def model_mask(structure_path: str | Path, like: Map, resolution: float, percentile: float = 95.0,

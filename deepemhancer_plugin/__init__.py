@@ -24,6 +24,11 @@ class Plugin(pwem.Plugin):
     # _pathVars folder is missing.
     _pathVars = []
 
+    def getName(self):
+        # Scipion writes this before every protocol label (run boxes, form header, Methods tab): the
+        # module name would read "deepemhancer_plugin - ..." there, its underscore taken as markup.
+        return "DeepEMhancer"
+
     @classmethod
     def _defineVariables(cls):
         cls._defineVar(MODELS_DIR_VAR, "",

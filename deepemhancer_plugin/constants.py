@@ -37,14 +37,17 @@ PRECISIONS = ["fp32", "tf32", "bf16", "fp16"]
 AUGMENTATIONS = ["1", "8", "24"]  # predictions of the map under cube symmetries, for the confidence map
 BLENDINGS = ["gaussian", "count"]  # the first is the default
 
-DEFAULT_MODEL = ""  # empty: tightTarget when installed, else the best bundled model
+RECOMMENDED_MODEL = "recommended"  # tightTarget when installed, else the bundled model that fits the input
+DEFAULT_MODEL = RECOMMENDED_MODEL
 DEFAULT_MASKED_MODEL = "masked"
 
 # Tight mask: source and threshold rule.
 MASK_FROM_MAP = 0
 MASK_FROM_MODEL = 1
-THRESHOLD_DENSITY = 0
-THRESHOLD_VOLUME = 1
+THRESHOLD_AUTO = 0
+THRESHOLD_DENSITY = 1
+THRESHOLD_VOLUME = 2
+THRESHOLD_CHOICES = ["automatic", "density threshold", "enclosed volume"]
 
 FSC_THRESHOLD = 0.143
 
@@ -56,6 +59,7 @@ HALVES_CHECK_FILE = "halves_check.json"
 AVERAGE_FILE = "average.mrc"
 SHARPENED_FILE = "sharpened.mrc"
 MASK_FILE = "mask.mrc"
+MASK_INFO_FILE = "mask.json"
 FSC_FILE = "fsc.json"
 SHARPENING_FILE = "sharpening.json"
 SLICES_PNG = "comparison_slices.png"

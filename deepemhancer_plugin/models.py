@@ -111,13 +111,31 @@ def model_choices() -> list[ModelChoice]:
 OFFICIAL_DEFAULT = "tightTarget"
 
 
-def default_model_name() -> str:
-    """tightTarget when installed anywhere the plugin looks, else the engine's default (our best bundled model)."""
+def default_model_name(halves: bool = False) -> str:
+    """tightTarget when installed anywhere the plugin looks, else the engine's bundled default: its
+    half-map model when ``halves`` (the run has two half maps), else its single-map one."""
     from deepemhancer.models import registry
 
     if find_choice(OFFICIAL_DEFAULT) is not None:
         return OFFICIAL_DEFAULT
-    return Path(registry.resolve_model()).stem
+    return Path(registry.resolve_model(halves=halves)).stem
+
+
+def accepted_normalizations(masked: bool, halves: bool) -> tuple[str, ...]:
+    """The model normalisations a run can use: the masked one with a binary mask; else the
+    noise one, and the half-map one when the run has two half maps."""
+    from deepemhancer.models.store import HALVES_NORMALIZATION
+
+    if masked:
+        return ("masked",)
+    return ("noise", HALVES_NORMALIZATION) if halves else ("noise",)
+
+
+def offered_choices(masked: bool, halves: bool) -> list[ModelChoice]:
+    """The models a user is offered for a run: trained ones that fit its input (untrained
+    demonstration models are for tests)."""
+    wanted = accepted_normalizations(masked, halves)
+    return [choice for choice in model_choices() if choice.trained and choice.normalization in wanted]
 
 
 def find_choice(name: str) -> ModelChoice | None:

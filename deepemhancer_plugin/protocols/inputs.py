@@ -123,6 +123,15 @@ class HalfMapInput:
         mask = self.inputMask.get()
         return map_path(mask.getFileName()) if mask is not None else ""
 
+    def _maskWarnings(self) -> list[str]:
+        """Before a run: a mask covering nearly the whole box hardly masks anything (the engine's rule)."""
+        from deepemhancer.mapio import read_map
+        from deepemhancer.masks import full_box_warning
+
+        path = self._maskPath()
+        warning = full_box_warning(read_map(path).data) if path and os.path.exists(path) else None
+        return [f"The{warning[3:]}."] if warning else []
+
     def _validateMask(self) -> list[str]:
         """An optional ``inputMask`` must be an MRC map on the half maps' grid."""
         mask = self.inputMask.get()

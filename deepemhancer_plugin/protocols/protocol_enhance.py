@@ -10,7 +10,8 @@ from pyworkflow.protocol import params
 from .. import Plugin, __version__
 from ..constants import (AUGMENTATIONS, BLENDINGS, CONFIDENCE_FILE, CPU_DEVICE, DEFAULT_DEVICE, DEFAULT_MASKED_MODEL,
                          DEFAULT_MODEL, ENHANCED_FILE, ENHANCED_HALF_FILES, HALVES_CHECK_FILE, NORM_AUTO, NORM_MASK,
-                         NORM_NOISE_STATS, NORMALIZATION_CHOICES, OUTPUT_CONFIDENCE, OUTPUT_VOLUME, PRECISIONS)
+                         NORM_NOISE_STATS, NORMALIZATION_CHOICES, OUTPUT_CONFIDENCE, OUTPUT_VOLUME, PRECISIONS,
+                         RECOMMENDED_MODEL)
 from ..convert import is_mrc, map_path, output_volume, read_json, read_volume_file, write_json
 from .inputs import HalfMapInput
 
@@ -24,16 +25,16 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
     normalised units. An enhanced map helps interpretation and model building; it is not
     experimental density: check it against the raw and the B-factor-sharpened maps (Analyze results).
 
-    Normalisation: *automatic* estimates the solvent noise from the map (it may fail on hollow or
-    filamentous maps), *noise statistics* takes its mean and standard deviation from you, *binary
-    mask* uses a tight mask of the molecule and the masked model.
+    Normalisation: 'automatic' estimates the solvent noise from the map (it may fail on hollow or
+    filamentous maps), 'noise statistics' takes its mean and standard deviation from you, 'binary
+    mask' uses a tight mask of the molecule and the masked model.
 
     Trust: optionally, each half map is also enhanced on its own and the map is enhanced under cube
     symmetries; the spread of these independent predictions gives a per-voxel confidence map, the
     enhanced halves are attached to the output, and their FSC is checked against the raw halves':
     the network must not make the halves agree beyond what the data support.
     """
-    _label = "enhance (DeepEMhancer)"
+    _label = "enhance"
     _acceptsWholeMap = True
     _possibleOutputs = {OUTPUT_VOLUME: Volume, OUTPUT_CONFIDENCE: Volume}
 
@@ -65,15 +66,15 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
                       help="A tight mask of the molecule on the map's grid (e.g. from 'tight mask').")
         form.addParam("modelName", params.StringParam, default=DEFAULT_MODEL,
                       condition=f"normalization != {NORM_MASK}", label="Model",
-                      help="Empty (default): tightTarget when the official models are installed, else our "
-                           "bundled open-tight-small (a small CPU-trained model; read its model card). "
-                           "tightTarget, wideTarget (less aggressive, keeps weak regions), highRes (maps better "
-                           "than 4 Å): the official models, when installed ('scipion3 installb "
-                           "deepemhancerWeights', or Scipion's xmipp bundle). demo-untrained only demonstrates "
-                           "the pipeline. Use the wizard to list what is installed.")
+                      help="recommended: the official tightTarget when installed; else our bundled open "
+                           "models, open-halves for half maps and open-tight-small for one map (small models "
+                           "trained on a CPU: read their model cards). The wizard lists the installed models "
+                           "with a line on each, e.g. tightTarget, wideTarget (less aggressive, keeps weak "
+                           "regions) and highRes (maps better than 4 Å), the official models installed by "
+                           "'scipion3 installb deepemhancerWeights' or found in Scipion's xmipp bundle.")
         form.addParam("maskedModelName", params.StringParam, default=DEFAULT_MASKED_MODEL,
                       condition=f"normalization == {NORM_MASK}", label="Masked model",
-                      help="A model trained for masked normalisation: the official 'masked' one.")
+                      help="A model trained for masked normalisation: the official masked one.")
         form.addParam("cleaning", params.BooleanParam, default=False, label="Remove small blobs?",
                       help="Remove small connected components of the result (likely noise); may remove "
                            "small real features.")
@@ -144,12 +145,13 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         return bool(self.confidence.get()) and self.usesHalfMaps()
 
     def getModelName(self) -> str:
-        """The chosen model; an empty unmasked choice means the default (see models.default_model_name)."""
+        """The chosen model; the recommended one is resolved for this run's input (models.default_model_name)."""
         from ..models import default_model_name
 
         if self.normalization.get() == NORM_MASK:
             return (self.maskedModelName.get() or "").strip()
-        return (self.modelName.get() or "").strip() or default_model_name()
+        name = (self.modelName.get() or "").strip()
+        return default_model_name(self.usesHalfMaps()) if name in ("", RECOMMENDED_MODEL) else name
 
     # --------------------------- STEPS functions ---------------------------------------
     def enhanceStep(self, sources, sampling, settings):
@@ -259,7 +261,9 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         return []
 
     def _validateModel(self) -> list:
-        from ..models import find_choice, unknown_model_message
+        from deepemhancer.models.store import HALVES_NORMALIZATION
+
+        from ..models import accepted_normalizations, find_choice, unknown_model_message
 
         name = self.getModelName()
         if not name:
@@ -267,13 +271,16 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         choice = find_choice(name)
         if choice is None:
             return [unknown_model_message(name) + "."]
-        wanted = "masked" if self.normalization.get() == NORM_MASK else "noise"
-        if choice.normalization != wanted:
-            return [f"Model {name!r} expects {choice.normalization} normalisation but "
-                    f"'{NORMALIZATION_CHOICES[self.normalization.get()]}' is selected: choose a "
-                    + ("model trained for masked input (masked)." if wanted == "masked"
-                       else "model for unmasked input (e.g. tightTarget), or binary-mask normalisation.")]
-        return []
+        masked = self.normalization.get() == NORM_MASK
+        if choice.normalization in accepted_normalizations(masked, self.usesHalfMaps()):
+            return []
+        if choice.normalization == HALVES_NORMALIZATION:
+            return [f"Model {name!r} takes two half maps: give them (or answer Yes to 'Use its half maps "
+                    f"instead?'), or choose a model for one map."]
+        return [f"Model {name!r} expects {choice.normalization} normalisation but "
+                f"'{NORMALIZATION_CHOICES[self.normalization.get()]}' is selected: choose a "
+                + ("model trained for masked input (masked)." if masked
+                   else "model for unmasked input (e.g. tightTarget), or binary-mask normalisation.")]
 
     def _warnings(self):
         from ..models import find_choice

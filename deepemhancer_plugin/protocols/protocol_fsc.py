@@ -76,6 +76,9 @@ class ProtDeepEMhancerHalfMapFSC(HalfMapInput, ProtAnalysis3D):
         errors = self._validateInput()
         return errors or self._validateMask()
 
+    def _warnings(self):
+        return self._maskWarnings()
+
     def _summary(self):
         summary = [self._inputSummary()]
         result = self.getResult()

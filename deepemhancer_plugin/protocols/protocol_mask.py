@@ -4,21 +4,28 @@ from pwem.objects import VolumeMask
 from pwem.protocols import ProtCreateMask3D
 from pyworkflow.protocol import params
 
-from ..constants import (MASK_FILE, MASK_FROM_MAP, MASK_FROM_MODEL, OUTPUT_MASK, THRESHOLD_DENSITY,
-                         THRESHOLD_VOLUME)
-from ..convert import (is_mrc, map_path, origin_shifts, output_volume, placed_as_in_scipion, read_volume_file)
+from ..constants import (MASK_FILE, MASK_FROM_MAP, MASK_FROM_MODEL, MASK_INFO_FILE, OUTPUT_MASK, THRESHOLD_AUTO,
+                         THRESHOLD_CHOICES, THRESHOLD_DENSITY, THRESHOLD_VOLUME)
+from ..convert import (is_mrc, map_path, origin_shifts, output_volume, placed_as_in_scipion, read_json,
+                       read_volume_file, write_json)
 
 
 class ProtDeepEMhancerMask(ProtCreateMask3D):
     """A tight mask of the molecule, from a map or from a fitted atomic model.
 
-    From a map: the voxels above a density threshold, or the densest voxels that enclose a given
-    volume (Å³). From an atomic model: the map simulated from the model at a given resolution on the
-    reference map's grid, thresholded at its 95th percentile, as the DeepEMhancer paper made its
-    training masks (Supplementary Note 6). Either can then be dilated and given a soft edge.
+    From a map, as RELION's and cryoSPARC's auto-masks: the map is low-pass filtered (15 Å), contoured
+    at a threshold chosen automatically from its solvent noise (or at your density threshold, or at
+    the level enclosing a given volume), and only the connected molecule is kept: pieces that never
+    reach far above the noise are dropped. The summary gives the threshold and how much of the box
+    the mask covers.
 
-    Keep it binary (no soft edge) for DeepEMhancer's binary-mask normalisation; give it a soft edge
-    (e.g. 6 Å) for masked FSC and sharpening.
+    From an atomic model: the map simulated from the model at a given resolution on the reference
+    map's grid, thresholded at its 95th percentile, as the DeepEMhancer paper made its training masks
+    (Supplementary Note 6).
+
+    Either can then be dilated and given a soft edge. Keep it binary (no soft edge) for
+    DeepEMhancer's binary-mask normalisation; give it a soft edge (e.g. 6 Å) for masked FSC and
+    sharpening.
     """
     _label = "tight mask"
     _possibleOutputs = {OUTPUT_MASK: VolumeMask}
@@ -30,17 +37,25 @@ class ProtDeepEMhancerMask(ProtCreateMask3D):
         form.addParam("inputVolume", params.PointerParam, pointerClass="Volume", important=True,
                       condition=f"source == {MASK_FROM_MAP}", label="Map",
                       help="The map to threshold, e.g. the half-map average (low-pass filtered maps give smoother masks).")
-        form.addParam("thresholdMode", params.EnumParam, choices=["density threshold", "enclosed volume"],
-                      default=THRESHOLD_DENSITY, condition=f"source == {MASK_FROM_MAP}",
-                      display=params.EnumParam.DISPLAY_HLIST, label="Threshold by")
+        form.addParam("thresholdMode", params.EnumParam, choices=THRESHOLD_CHOICES,
+                      default=THRESHOLD_AUTO, condition=f"source == {MASK_FROM_MAP}",
+                      display=params.EnumParam.DISPLAY_HLIST, label="Threshold",
+                      help="automatic: 3 standard deviations of the solvent noise above the solvent level of the "
+                           "low-passed map (the summary shows it; the wizard of 'Density threshold' computes it "
+                           "beforehand). density threshold: your own. enclosed volume: the level enclosing a "
+                           "volume.")
         form.addParam("threshold", params.FloatParam, default=0.0,
                       condition=f"source == {MASK_FROM_MAP} and thresholdMode == {THRESHOLD_DENSITY}",
-                      label="Density threshold", help="Voxels above this value are inside.")
+                      label="Density threshold",
+                      help="The contour of the low-passed map. The wizard shows the automatic one as a start.")
         form.addParam("enclosedVolume", params.FloatParam, default=0.0,
                       condition=f"source == {MASK_FROM_MAP} and thresholdMode == {THRESHOLD_VOLUME}",
                       label="Enclosed volume (Å³)",
-                      help="The densest voxels enclosing this volume are inside (about 1.21 Å³ per dalton of "
-                           "protein).")
+                      help="The contour enclosing this volume (about 1.21 Å³ per dalton of protein).")
+        form.addParam("lowpass", params.FloatParam, default=15.0, condition=f"source == {MASK_FROM_MAP}",
+                      expertLevel=params.LEVEL_ADVANCED, label="Low-pass filter (Å)",
+                      help="The map is low-pass filtered to this resolution before the threshold (RELION: 15 Å); "
+                           "0 thresholds the map as it is.")
         form.addParam("inputStructure", params.PointerParam, pointerClass="AtomStruct", important=True,
                       condition=f"source == {MASK_FROM_MODEL}", label="Atomic model",
                       help="An atomic model fitted into the map.")
@@ -65,10 +80,9 @@ class ProtDeepEMhancerMask(ProtCreateMask3D):
         shape = {"dilation_A": self.dilation.get(), "soft_edge_A": self.softEdge.get()}
         if self.source.get() == MASK_FROM_MAP:
             volume = self.inputVolume.get()
-            rule = ({"threshold": self.threshold.get()} if self.thresholdMode.get() == THRESHOLD_DENSITY
-                    else {"enclosed_volume_A3": self.enclosedVolume.get()})
             self._insertFunctionStep(self.mapMaskStep, map_path(volume.getFileName()), volume.getSamplingRate(),
-                                     {**rule, **shape}, needsGPU=False)
+                                     {**self._thresholdRule(), "lowpass_A": self.lowpass.get(), **shape},
+                                     needsGPU=False)
         else:
             like = self.getReferenceVolume()
             self._insertFunctionStep(self.modelMaskStep, os.path.abspath(self.inputStructure.get().getFileName()),
@@ -77,12 +91,23 @@ class ProtDeepEMhancerMask(ProtCreateMask3D):
                                       **shape}, needsGPU=False)
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
+    def _thresholdRule(self) -> dict:
+        """The engine's threshold arguments for the chosen mode (none: automatic)."""
+        if self.thresholdMode.get() == THRESHOLD_DENSITY:
+            return {"threshold": self.threshold.get()}
+        if self.thresholdMode.get() == THRESHOLD_VOLUME:
+            return {"enclosed_volume_A3": self.enclosedVolume.get()}
+        return {}
+
     def mapMaskStep(self, mapFile, sampling, settings):
-        from deepemhancer.masks import threshold_mask
+        from deepemhancer.masks import map_mask
 
         source = read_volume_file(mapFile, sampling)
-        mask = threshold_mask(source.data, voxel_size=source.isotropic_voxel_size, **settings)
-        return self._writeMask(source.with_data(mask))
+        made = map_mask(source.data, voxel_size=source.isotropic_voxel_size, **settings)
+        write_json(self._getExtraPath(MASK_INFO_FILE),
+                   {"threshold": made.threshold, "automatic": made.automatic, "pieces": made.pieces,
+                    "kept": made.kept, "coverage": made.coverage})
+        return self._writeMask(source.with_data(made.mask))
 
     def modelMaskStep(self, structureFile, likeFile, sampling, shifts, settings):
         from deepemhancer.masks import model_mask
@@ -138,6 +163,8 @@ class ProtDeepEMhancerMask(ProtCreateMask3D):
         if self.source.get() == MASK_FROM_MAP:
             if self.thresholdMode.get() == THRESHOLD_VOLUME and not self.enclosedVolume.get() > 0:
                 errors.append("Give the enclosed volume in Å³ (positive).")
+            if not self.lowpass.get() >= 0:
+                errors.append("The low-pass resolution must be zero (none) or positive.")
         else:
             if self.inputStructure.get() is None:
                 errors.append("Select the atomic model.")
@@ -147,15 +174,33 @@ class ProtDeepEMhancerMask(ProtCreateMask3D):
                 errors.append("The percentile must be between 0 and 100.")
         return errors
 
+    def getResult(self) -> dict | None:
+        """How a mask from a map came out: threshold, pieces, coverage (None before the run, or from a model)."""
+        path = self._getExtraPath(MASK_INFO_FILE)
+        return read_json(path) if os.path.exists(path) else None
+
     def _rule(self) -> str:
-        if self.source.get() == MASK_FROM_MAP:
-            return (f"density above {self.threshold.get():g}" if self.thresholdMode.get() == THRESHOLD_DENSITY
-                    else f"densest {self.enclosedVolume.get():g} Å³")
-        return (f"atomic model simulated at {self.modelResolution.get():g} Å, above its "
-                f"{self.percentile.get():g}th percentile")
+        if self.source.get() == MASK_FROM_MODEL:
+            return (f"atomic model simulated at {self.modelResolution.get():g} Å, above its "
+                    f"{self.percentile.get():g}th percentile")
+        mode = self.thresholdMode.get()
+        rule = {THRESHOLD_AUTO: "automatic threshold", THRESHOLD_DENSITY: f"threshold {self.threshold.get():g}",
+                THRESHOLD_VOLUME: f"contour enclosing {self.enclosedVolume.get():g} Å³"}[mode]
+        lowpass = f" of the map low-passed to {self.lowpass.get():g} Å" if self.lowpass.get() else " of the map"
+        return rule + lowpass
 
     def _summary(self):
-        return [f"Mask: {self._rule()}; dilation {self.dilation.get():g} Å, soft edge {self.softEdge.get():g} Å"]
+        from deepemhancer.masks import NEAR_FULL_BOX
+
+        summary = [f"Mask: {self._rule()}; dilation {self.dilation.get():g} Å, soft edge {self.softEdge.get():g} Å"]
+        result = self.getResult()
+        if result is not None:
+            summary.append(f"Threshold {result['threshold']:.4g}{' (automatic)' if result['automatic'] else ''}; "
+                           f"kept {result['kept']} of {result['pieces']} pieces above it (the others never reach "
+                           f"far above the noise); the mask covers {100 * result['coverage']:.1f}% of the box"
+                           + (" - it hardly masks anything: make it tighter" if result["coverage"] > NEAR_FULL_BOX
+                              else ""))
+        return summary
 
     def _methods(self):
         shape = f", dilated by {self.dilation.get():g} Å with a {self.softEdge.get():g} Å soft edge"
@@ -163,7 +208,9 @@ class ProtDeepEMhancerMask(ProtCreateMask3D):
             return [f"A mask was made from the atomic model simulated at {self.modelResolution.get():g} Å "
                     f"[Wojdyr2022] and thresholded at its {self.percentile.get():g}th percentile, as for "
                     f"DeepEMhancer's training targets [SanchezGarcia2021]{shape}."]
-        return [f"A mask was made from the map ({self._rule()}){shape}."]
+        result = self.getResult()
+        threshold = f" (threshold {result['threshold']:.4g}, the connected molecule kept)" if result else ""
+        return [f"A mask was made from the map ({self._rule()}){threshold}{shape}."]
 
     def _citations(self):
         return ["SanchezGarcia2021", "Wojdyr2022"] if self.source.get() == MASK_FROM_MODEL else []

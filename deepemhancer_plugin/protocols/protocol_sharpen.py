@@ -105,6 +105,9 @@ class ProtDeepEMhancerSharpen(HalfMapInput, ProtAnalysis3D):
             errors.append(f"The MTF file {self.mtfFile.get()} does not exist.")
         return errors or self._validateMask()
 
+    def _warnings(self):
+        return self._maskWarnings()
+
     def _summary(self):
         summary = [self._inputSummary()]
         result = self.getResult()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,15 @@ ATOM_SIGMA = 1.0  # voxels
 HALF_NOISE = 0.25  # std of the independent noise of each half map
 TINY_MODEL = "tiny-noise"
 TINY_MASKED_MODEL = "tiny-masked"
+TINY_HALVES_MODEL = "tiny-halves"
+TINY_UNTRAINED_MODEL = "tiny-untrained"
+
+
+def markup(text: str) -> list[str]:
+    """Pieces of ``text`` that Scipion would render as bold (*x*) or italic (_x_)."""
+    from pyworkflow.utils.utils import PATTERN_BOLD, PATTERN_ITALIC
+
+    return [m.group().strip() for m in re.finditer(f"{PATTERN_BOLD}|{PATTERN_ITALIC}", text)]
 
 
 def atom_positions(seed: int = 0, box: int = BOX) -> np.ndarray:
@@ -64,20 +74,23 @@ def write_pdb(path: Path, positions_zyx: np.ndarray, origin_xyz: tuple[float, fl
 
 
 def write_tiny_models(folder: str | None = None) -> None:
-    """Two random U-Nets of width 1/16 (16³ cubes at stride 8) in the engine's model folder."""
+    """Random U-Nets of width 1/16 (16³ cubes at stride 8) in the engine's model folder: one per
+    normalisation, and an untrained one."""
     import torch
 
-    from deepemhancer.models.store import save_model
+    from deepemhancer.models.store import HALVES_NORMALIZATION, save_model
     from deepemhancer.nn import UNet
 
     folder = Path(folder or os.environ[MODELS_DIR_VAR])
-    for seed, (name, normalization) in enumerate(((TINY_MODEL, "noise"), (TINY_MASKED_MODEL, "masked"))):
+    models = ((TINY_MODEL, "noise", True), (TINY_MASKED_MODEL, "masked", True),
+              (TINY_HALVES_MODEL, HALVES_NORMALIZATION, True), (TINY_UNTRAINED_MODEL, "noise", False))
+    for seed, (name, normalization, trained) in enumerate(models):
         torch.manual_seed(seed)
-        network = UNet(width=0.0625, groups=2)
+        network = UNet(width=0.0625, groups=2, in_channels=2 if normalization == HALVES_NORMALIZATION else 1)
         save_model(folder / f"{name}.json",
-                   {"name": name, "description": "tiny random network for the plugin tests",
+                   {"name": name, "description": f"tiny random {normalization} network for the plugin tests",
                     "architecture": network.architecture(), "normalization": normalization,
-                    "cube_size": 16, "stride": 8, "voxel_size": 1.0, "trained": True},
+                    "cube_size": 16, "stride": 8, "voxel_size": 1.0, "trained": trained},
                    network.state_dict())
 
 

@@ -5,6 +5,7 @@ import os
 import re
 
 import numpy as np
+from scipy import ndimage
 from pyworkflow.protocol.constants import MODE_RESTART, MODE_RESUME
 
 from deepemhancer.mapio import read_map
@@ -18,7 +19,7 @@ from deepemhancer_plugin.viewers import DeepEMhancerComparisonViewer
 from deepemhancer_plugin.viewers.viewer_comparison import PngView
 
 from .helpers import (BOX, HALF_NOISE, SAMPLING, TINY_MASKED_MODEL, TINY_MODEL, PluginTest, atom_positions,
-                      half_maps, write_mrc, write_pdb, write_tiny_models)
+                      half_maps, markup, write_mrc, write_pdb, write_tiny_models)
 
 ORIGIN = (-BOX / 2 * SAMPLING,) * 3  # Scipion's default origin of an imported volume (centred)
 MOLECULE_VOLUME = 4000.0  # Å³ enclosed by the threshold mask
@@ -43,6 +44,9 @@ class TestDeepEMhancerChain(PluginTest):
         cls.softMaskRun = cls.launchProtocol(cls.newProtocol(
             ProtDeepEMhancerMask, source=MASK_FROM_MAP, inputVolume=cls.fscRun.outputVolume,
             thresholdMode=THRESHOLD_VOLUME, enclosedVolume=MOLECULE_VOLUME, dilation=2.0, softEdge=4.0))
+        cls.autoMaskRun = cls.launchProtocol(cls.newProtocol(
+            ProtDeepEMhancerMask, source=MASK_FROM_MAP, inputVolume=cls.fscRun.outputVolume, dilation=2.0,
+            softEdge=4.0))
         cls.sharpenRun = cls.launchProtocol(cls.newProtocol(
             ProtDeepEMhancerSharpen, inputVolume=cls.fscRun.outputVolume, inputMask=cls.softMaskRun.outputMask))
         cls.enhanceRun = cls.launchProtocol(cls.newProtocol(
@@ -85,6 +89,23 @@ class TestDeepEMhancerChain(PluginTest):
         self.assertEqual(int(data.sum()), round(MOLECULE_VOLUME / SAMPLING ** 3))
         soft = read_map(self.softMaskRun.outputMask.getFileName()).data
         self.assertTrue(np.all(soft[data == 1] == 1) and 0 < soft[(soft > 0) & (soft < 1)].size)
+
+    def test_automatic_mask_is_the_connected_molecule_and_its_threshold_is_shown(self):
+        from deepemhancer.masks import coverage
+
+        from deepemhancer_plugin.wizards import automatic_threshold_of
+
+        result = self.autoMaskRun.getResult()
+        mask = read_map(self.autoMaskRun.outputMask.getFileName()).data
+        self.assertEqual((result["automatic"], result["kept"]), (True, 1))
+        self.assertEqual(ndimage.label(mask > 0)[1], 1)
+        self.assertEqual(mask[BOX // 2, BOX // 2, BOX // 2], 1.0)
+        self.assertAlmostEqual(result["coverage"], coverage(mask))
+        self.assertLess(result["coverage"], 0.9)
+        summary = " ".join(self.autoMaskRun.summary())
+        self.assertIn(f"Threshold {result['threshold']:.4g} (automatic); kept 1 of {result['pieces']} pieces", summary)
+        wizard = automatic_threshold_of(self.newProtocol(ProtDeepEMhancerMask, inputVolume=self.fscRun.outputVolume))
+        self.assertAlmostEqual(wizard, result["threshold"], places=6)
 
     def test_model_mask_covers_the_atoms(self):
         pdb = write_pdb(self.dataDir / "model.pdb", atom_positions(), ORIGIN)
@@ -190,6 +211,15 @@ class TestDeepEMhancerChain(PluginTest):
             self.assertEqual(int(np.count_nonzero(read_map(path).data >= float(level))), expected)
 
     # --------------------------- reruns -------------------------------------------------
+    def test_summaries_methods_and_run_names_have_no_markup(self):
+        runs = [self.fscRun, self.maskRun, self.autoMaskRun, self.sharpenRun, self.enhanceRun, self.trustRun,
+                self.maskedEnhanceRun]
+        for run in runs:
+            texts = run._summary() + run._methods() + [run.getRunName()]  # ours, without Scipion's own headings
+            self.assertTrue(run._summary() and run._methods(), run.getRunName())
+            self.assertEqual([piece for text in texts for piece in markup(text)], [], run.getRunName())
+        self.assertTrue(self.enhanceRun.getRunName().startswith("DeepEMhancer - enhance"))
+
     def test_zz_continue_does_not_recompute_and_restart_does(self):  # last: it reruns runs
         run = self.enhanceRun
         output = run._getExtraPath(ENHANCED_FILE)

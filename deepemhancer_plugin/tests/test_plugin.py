@@ -14,13 +14,15 @@ from pyworkflow.plugin import Domain
 
 import deepemhancer_plugin
 from deepemhancer_plugin import Plugin
-from deepemhancer_plugin.constants import DEVICE_VAR, OFFICIAL_WEIGHTS_VAR, WEIGHTS_HOME_VAR
+from deepemhancer_plugin.constants import (DEVICE_VAR, INPUT_TWO_HALVES, INPUT_VOLUME, OFFICIAL_WEIGHTS_VAR,
+                                           WEIGHTS_HOME_VAR)
 from deepemhancer_plugin.models import find_choice, model_choices, official_weights_folder, resolve_model
 from deepemhancer_plugin.protocols import (ProtDeepEMhancer, ProtDeepEMhancerHalfMapFSC, ProtDeepEMhancerMask,
                                            ProtDeepEMhancerSharpen)
 from deepemhancer_plugin.viewers.comparison import ChainMap, chimerax_script
 
-from .helpers import TINY_MODEL, write_tiny_models
+from .helpers import (TINY_HALVES_MODEL, TINY_MASKED_MODEL, TINY_MODEL, TINY_UNTRAINED_MODEL, markup,
+                      write_tiny_models)
 
 PROTOCOLS = (ProtDeepEMhancer, ProtDeepEMhancerHalfMapFSC, ProtDeepEMhancerMask, ProtDeepEMhancerSharpen)
 
@@ -121,12 +123,38 @@ class TestWeights(unittest.TestCase):
         self.assertEqual((masked.normalization, masked.origin), ("masked", f"official weights in {bundle}"))
         self.assertEqual(find_choice("tightTarget").normalization, "noise")
 
-    def test_default_model_is_tight_target_when_installed_else_the_bundled_best(self):
+    def test_recommended_model_is_tight_target_when_installed_else_the_bundled_one_for_the_input(self):
         from deepemhancer_plugin.models import default_model_name
 
         self.assertEqual(default_model_name(), "open-tight-small")
-        fake_xmipp_bundle(self.tmp / "xmipp")
-        self.assertEqual(default_model_name(), "tightTarget")
+        bundled = self.tmp / "bundled"
+        bundled.mkdir()
+        write_tiny_models(bundled)
+        one_map, halves = ProtDeepEMhancer(inputChoice=INPUT_VOLUME), ProtDeepEMhancer(inputChoice=INPUT_TWO_HALVES)
+        with mock.patch("deepemhancer.models.registry.bundled_dir", return_value=bundled):
+            self.assertEqual((one_map.getModelName(), halves.getModelName()), (TINY_MODEL, TINY_HALVES_MODEL))
+            fake_xmipp_bundle(self.tmp / "xmipp")
+            self.assertEqual((one_map.getModelName(), halves.getModelName()), ("tightTarget", "tightTarget"))
+
+    def test_the_model_list_offers_trained_models_that_fit_the_input(self):
+        from deepemhancer_plugin.models import offered_choices
+        from deepemhancer_plugin.wizards import model_rows
+
+        write_tiny_models()
+
+        def names(masked, halves):
+            return {choice.name for choice in offered_choices(masked, halves)}
+
+        self.assertTrue({TINY_MODEL, "open-tight-small"} <= names(False, False))
+        self.assertFalse({TINY_UNTRAINED_MODEL, "demo-untrained", TINY_HALVES_MODEL, TINY_MASKED_MODEL}
+                         & names(False, False))
+        self.assertTrue({TINY_MODEL, TINY_HALVES_MODEL} <= names(False, True))
+        self.assertEqual(names(True, True) & {TINY_MODEL, TINY_MASKED_MODEL, TINY_HALVES_MODEL}, {TINY_MASKED_MODEL})
+        rows = model_rows(ProtDeepEMhancer(inputChoice=INPUT_VOLUME))
+        self.assertEqual((rows[0].name, rows[0].description.split(":")[0]), ("recommended", "now open-tight-small"))
+        described = {row.name: row.description for row in rows}
+        self.assertEqual(described[TINY_MODEL], "tiny random noise network for the plugin tests")
+        self.assertTrue(all(row.description for row in rows))
 
     def test_models_converted_by_installb_are_used(self):
         folder = Plugin.getWeightsModelsDir()
@@ -161,6 +189,42 @@ class TestDevice(unittest.TestCase):
         self.assertEqual(prot._gpuIds(), "0,2")
         prot.useGpu.set(False)
         self.assertEqual(prot._gpuIds(), "-1")
+
+
+class TestTexts(unittest.TestCase):
+    """What the GUI shows: short distinct labels, and no accidental markup in any text."""
+
+    def test_tree_and_run_labels_are_short_and_distinct(self):
+        from pyworkflow.gui.project.viewprotocols_extra import ProtocolTreeConfig
+
+        tree = ProtocolTreeConfig.load(Domain, os.path.join(os.path.dirname(pwem.__file__), "protocols.conf"))
+        section = next(child for child in tree["Protocols SPA"].childs if child.text == "3D")
+        group = next(child for child in section.childs if child.text == "Postprocess")
+        ours = {child.value: child.text for child in group.childs if child.value in {p.__name__ for p in PROTOCOLS}}
+        self.assertEqual(len(set(ours.values())), len(PROTOCOLS))
+        self.assertTrue(all(len(text) <= 16 and "_" not in text for text in ours.values()), ours)
+        labels = [protocol.getClassLabel() for protocol in PROTOCOLS]
+        self.assertIn("DeepEMhancer - enhance", labels)
+        self.assertTrue(all("deepemhancer_plugin" not in label for label in labels), labels)
+
+    def test_no_markup_in_help_labels_and_choices(self):
+        from deepemhancer_plugin.viewers import DeepEMhancerComparisonViewer
+        from pwem.protocols import ProtAnalysis3D
+        from pyworkflow.protocol import Form
+
+        scipions = Form(ProtAnalysis3D())  # texts of Scipion's own sections, which we do not write
+        scipions.addParallelSection(threads=1, mpi=1)
+        theirs = {str(param.help) for _, param in scipions.iterAllParams()}
+        viewerForm = Form(None)
+        DeepEMhancerComparisonViewer._defineParams(None, viewerForm)  # needs no viewer (which needs a project)
+        owners = [(p, p.getClassLabel(), p()._definition) for p in PROTOCOLS]
+        owners.append((DeepEMhancerComparisonViewer, DeepEMhancerComparisonViewer._label, viewerForm))
+        for owner, label, form in owners:
+            texts = [owner.__doc__, label]
+            for _, param in form.iterAllParams():
+                if str(param.help) not in theirs:
+                    texts += [str(param.label), str(param.help or "")] + list(getattr(param, "choices", []))
+            self.assertEqual([piece for text in texts for piece in markup(text)], [], owner.__name__)
 
 
 class TestChimeraXScript(unittest.TestCase):

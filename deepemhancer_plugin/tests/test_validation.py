@@ -3,7 +3,7 @@ and, for what only the files show, by the engine during the run."""
 from deepemhancer_plugin.constants import INPUT_TWO_HALVES, INPUT_VOLUME, NORM_MASK, NORM_NOISE_STATS
 from deepemhancer_plugin.protocols import ProtDeepEMhancer, ProtDeepEMhancerHalfMapFSC, ProtDeepEMhancerSharpen
 
-from .helpers import SAMPLING, TINY_MODEL, PluginTest, half_maps, write_mrc, write_tiny_models
+from .helpers import SAMPLING, TINY_HALVES_MODEL, TINY_MODEL, PluginTest, half_maps, write_mrc, write_tiny_models
 
 
 class TestDeepEMhancerValidation(PluginTest):
@@ -56,8 +56,23 @@ class TestDeepEMhancerValidation(PluginTest):
         stats = self._errors(ProtDeepEMhancer, inputVolume=self.noHalves, modelName=TINY_MODEL,
                              normalization=NORM_NOISE_STATS, noiseStd=0.0)
         self.assertIn("noise standard deviation must be positive", stats)
+        halves_model = self._errors(ProtDeepEMhancer, inputVolume=self.noHalves, modelName=TINY_HALVES_MODEL)
+        self.assertIn(f"Model '{TINY_HALVES_MODEL}' takes two half maps", halves_model)
+        self.assertEqual(self._errors(ProtDeepEMhancer, inputChoice=INPUT_TWO_HALVES, inputHalf1=self.half1,
+                                      inputHalf2=self.half2, modelName=TINY_HALVES_MODEL), "")
         warnings = self.newProtocol(ProtDeepEMhancer, inputVolume=self.noHalves, modelName="demo-untrained").warnings()
         self.assertIn("UNTRAINED", " ".join(warnings))
+
+    def test_a_mask_covering_the_whole_box_is_flagged_before_sharpening(self):
+        import numpy as np
+
+        mask = self.importMask(write_mrc(self.dataDir / "full.mrc", np.ones((32, 32, 32), np.float32)))
+        for protocolClass in (ProtDeepEMhancerSharpen, ProtDeepEMhancerHalfMapFSC):
+            prot = self.newProtocol(protocolClass, inputChoice=INPUT_TWO_HALVES, inputHalf1=self.half1,
+                                    inputHalf2=self.half2, inputMask=mask)
+            self.assertEqual(prot.validate(), [])
+            self.assertEqual(prot.warnings(), ["The mask covers 100.0% of the box, so it hardly masks anything: make "
+                                               "it tighter (a higher threshold, less dilation or a narrower soft edge)."])
 
     def test_a_refused_run_fails_with_the_message(self):
         prot = self.newProtocol(ProtDeepEMhancerHalfMapFSC, inputChoice=INPUT_TWO_HALVES,
