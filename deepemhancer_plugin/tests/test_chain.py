@@ -200,6 +200,11 @@ class TestDeepEMhancerChain(PluginTest):
         opened = re.findall(r'^open "(.+)" format mrc$', text, re.M)
         settings = re.findall(r"^volume #(\d+) voxelSize (\S+) origin (\S+),(\S+),(\S+) level (\S+) style surface$",
                               text, re.M)
+        # the trust run's enhanced map is coloured by its confidence map, opened last and hidden
+        confidence = os.path.abspath(self.trustRun.outputConfidence.getFileName())
+        self.assertEqual(opened.pop(), confidence)
+        coloured = opened.index(os.path.abspath(self.trustRun.outputVolume.getFileName())) + 1
+        self.assertIn(f"color sample #{coloured} map #6 palette 0,red:0.5,yellow:1,blue", text)
         self.assertEqual(len(opened), 5)
         self.assertEqual([int(s[0]) for s in settings], [1, 2, 3, 4, 5])
         self.assertIn("tile #1-5", text)

@@ -243,6 +243,30 @@ class TestChimeraXScript(unittest.TestCase):
             "view"])
         self.assertIn("Every contour encloses 12345 Å³ (the volume of mask).", text)
 
+    def test_a_confidence_map_colours_its_enhanced_map(self):
+        maps = [ChainMap("raw", "raw", "/data/raw.mrc", 1.0, (0.0, 0.0, 0.0)),
+                ChainMap("enhanced", "enhanced", "/data/enh.mrc", 1.0, (0.0, 0.0, 0.0), "/data/conf.mrc")]
+        lines = chimerax_script(maps, [0.5, 0.125], (1.0, "chosen")).splitlines()
+        self.assertEqual([line for line in lines if not line.startswith("#")][4:], [
+            'open "/data/conf.mrc" format mrc',
+            "volume #3 voxelSize 1 origin 0.0000,0.0000,0.0000 hide",
+            "color sample #2 map #3 palette 0,red:0.5,yellow:1,blue",
+            "tile #1-2",
+            "view"])
+
+    def test_missing_chimerax_says_what_is_missing(self):
+        from deepemhancer_plugin.viewers.viewer_comparison import chimerax_missing
+        from pwem.viewers.viewer_chimera import Chimera
+
+        with mock.patch("importlib.util.find_spec", return_value=None):
+            self.assertIn("the scipion-em-chimera plugin, which is not installed", chimerax_missing())
+        with mock.patch("importlib.util.find_spec", return_value=object()), \
+                mock.patch.object(Chimera, "getProgram", return_value="/em/chimerax-1.6/bin/ChimeraX"):
+            message = chimerax_missing()
+        self.assertTrue(message.startswith("ChimeraX is not installed where the chimera plugin looks "
+                                           "(/em/chimerax-1.6/bin/ChimeraX): install it with 'scipion3 installb "
+                                           "chimerax'"), message)
+
     def test_output_volume_copies_sampling_and_origin(self):
         from deepemhancer_plugin.convert import output_volume
         from pwem.objects import Transform

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import FSC_THRESHOLD
+from ..constants import FSC_THRESHOLD, OUTPUT_CONFIDENCE
 from ..convert import map_path, origin_shifts, read_volume_file
 from ..protocols import ProtDeepEMhancer, ProtDeepEMhancerHalfMapFSC, ProtDeepEMhancerMask, ProtDeepEMhancerSharpen
 
@@ -28,6 +28,7 @@ class ChainMap:
     path: str
     sampling: float
     origin: tuple[float, float, float]
+    confidence: str = ""  # an enhanced map's confidence map, when its run made one
 
 
 @dataclass
@@ -41,9 +42,9 @@ class Chain:
     sampling: float = 1.0
 
 
-def _entry(kind: str, title: str, volume) -> ChainMap:
+def _entry(kind: str, title: str, volume, confidence=None) -> ChainMap:
     return ChainMap(kind, title, map_path(volume.getFileName()), float(volume.getSamplingRate()),
-                    origin_shifts(volume))
+                    origin_shifts(volume), map_path(confidence.getFileName()) if confidence is not None else "")
 
 
 def _contributions(run, chain: Chain) -> None:
@@ -60,7 +61,8 @@ def _contributions(run, chain: Chain) -> None:
     elif isinstance(run, ProtDeepEMhancer):
         if not run.usesHalfMaps():
             chain.maps.append(_entry("raw", f"input map ({tag})", run.inputVolume.get()))
-        chain.maps.append(_entry("enhanced", f"DeepEMhancer {run.getModelName()} ({tag})", run.outputVolume))
+        chain.maps.append(_entry("enhanced", f"DeepEMhancer {run.getModelName()} ({tag})", run.outputVolume,
+                                 getattr(run, OUTPUT_CONFIDENCE, None)))
     elif isinstance(run, ProtDeepEMhancerMask) and chain.mask is None:
         chain.mask = _entry("mask", f"mask ({tag})", run.outputMask)
 
@@ -157,19 +159,30 @@ def contour_level(path: str, sampling: float, enclosed_A3: float) -> float:
     return level_enclosing(read_volume_file(path, sampling).data, enclosed_A3, sampling)
 
 
+CONFIDENCE_PALETTE = "0,red:0.5,yellow:1,blue"  # low confidence red, full confidence blue
+
+
 def chimerax_script(maps: list[ChainMap], levels: list[float], enclosed: tuple[float, str]) -> str:
-    """A ChimeraX .cxc script: each map at its sampling rate and origin, contoured at its level, tiled."""
+    """A ChimeraX .cxc script: each map at its sampling rate and origin, contoured at its level, tiled;
+    an enhanced map with a confidence map is coloured by it (opened after the maps, hidden)."""
     lines = ["# DeepEMhancer comparison: raw, B-factor sharpened and enhanced maps side by side.",
              f"# Every contour encloses {enclosed[0]:.0f} Å³ ({enclosed[1]}).",
              "# Tiled with independent rotation: turning the view turns every map about its own centre."]
     for number, (m, level) in enumerate(zip(maps, levels), start=1):
-        x, y, z = m.origin
-        lines += [f"# #{number}: {m.title}",
-                  f'open "{os.path.abspath(m.path)}" format mrc',
-                  f"volume #{number} voxelSize {m.sampling:.6g} origin {x:.4f},{y:.4f},{z:.4f} "
-                  f"level {level:.9g} style surface"]
+        lines += [f"# #{number}: {m.title}", *_open_lines(number, m.path, m, f"level {level:.9g} style surface")]
+    coloured = [(number, m) for number, m in enumerate(maps, start=1) if m.confidence]
+    for extra, (number, m) in enumerate(coloured, start=len(maps) + 1):
+        lines += [f"# #{extra}: confidence of #{number}, colouring its surface: red 0, yellow 0.5, blue 1",
+                  *_open_lines(extra, m.confidence, m, "hide"),
+                  f"color sample #{number} map #{extra} palette {CONFIDENCE_PALETTE}"]
     lines += [f"tile #1-{len(maps)}" if len(maps) > 1 else "", "view"]
     return "\n".join(line for line in lines if line) + "\n"
+
+
+def _open_lines(number: int, path: str, placed_as: ChainMap, display: str) -> list[str]:
+    x, y, z = placed_as.origin
+    return [f'open "{os.path.abspath(path)}" format mrc',
+            f"volume #{number} voxelSize {placed_as.sampling:.6g} origin {x:.4f},{y:.4f},{z:.4f} {display}"]
 
 
 def write_chimerax(chain: Chain, path: str, requested_volume: float = 0.0) -> str:

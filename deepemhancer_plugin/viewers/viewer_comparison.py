@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from pwem.viewers import EmProtocolViewer
@@ -36,6 +37,17 @@ def chimerax_program() -> str | None:
 
     program = Chimera.getProgram()
     return program if program and os.path.exists(program) else None
+
+
+def chimerax_missing() -> str:
+    """What is missing for Scipion to start ChimeraX: the chimera plugin, or ChimeraX itself."""
+    from pwem.viewers.viewer_chimera import Chimera
+
+    if importlib.util.find_spec("chimera") is None:
+        return ("ChimeraX was not found: Scipion starts it through the scipion-em-chimera plugin, which is not "
+                "installed ('scipion3 installp -p scipion-em-chimera', then 'scipion3 installb chimerax').")
+    return (f"ChimeraX is not installed where the chimera plugin looks ({Chimera.getProgram()}): install it "
+            f"with 'scipion3 installb chimerax', or set CHIMERA_HOME in scipion.conf to your ChimeraX folder.")
 
 
 class DeepEMhancerComparisonViewer(EmProtocolViewer):
@@ -99,7 +111,5 @@ class DeepEMhancerComparisonViewer(EmProtocolViewer):
         if chimerax_program() is not None:
             return [ChimeraView(script)]
         return [self.infoMessage(
-            f"ChimeraX was not found (Scipion finds it through the scipion-em-chimera plugin: "
-            f"'scipion3 installp -p scipion-em-chimera', then 'scipion3 installb chimerax').\n\n"
-            f"The script is ready at:\n{script}\n\nOpen it with:  chimerax {script}\n"
+            f"{chimerax_missing()}\n\nThe script is ready at:\n{script}\n\nOpen it with:  chimerax {script}\n"
             f"or, in ChimeraX:  open {script}", "ChimeraX script")]
