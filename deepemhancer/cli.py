@@ -2,20 +2,36 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
-import secrets
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
-from .errors import DeepEMhancerError, InputError
+from .errors import DeepEMhancerError, InputError, ResourceError
 
 if TYPE_CHECKING:
     from .mapio import Map
 
 log = logging.getLogger("deepemhancer")
+
+# The flag that sets each engine setting an error may name (DeepEMhancerError.setting).
+FLAGS = {"voxel_size": "-s/--samplingRate", "noise_stats": "--noiseStats", "mask": "-m/--binaryMask",
+         "blending": "--blending", "stride": "--stride", "cleaning_strength": "--cleaningStrengh",
+         "gpu_ids": "-g/--gpuIds", "batch_size": "-b/--batch_size", "precision": "--precision",
+         "threads": "--threads", "legacy": "--legacy", "overwrite": "--force", "url": "--url"}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it cleans up exactly as on Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -193,13 +209,14 @@ def _named_map_paths(entries: Sequence[str]) -> dict[str, Path]:
 
 def _run_evaluate(argv: Sequence[str]) -> int:
     from .evaluate import evaluate
-    from .mapio import read_map
+    from .mapio import check_writable_folder, read_map
     from .report import check_report_dir, write_report
 
     args = _evaluate_parser().parse_args(argv)
     _configure_logging(args.quiet)
     out_dir = Path(args.outputDir)
     check_report_dir(out_dir, args.force)  # fail before the measures, not after them
+    check_writable_folder(out_dir.resolve().parent)
 
     def read(path) -> "Map":
         m = read_map(path)
@@ -228,27 +245,30 @@ def _sibling(output: Path, tag: str) -> Path:
 
 def _write_maps(outputs: Sequence[tuple["Map", Path]], force: bool) -> None:
     """Write every map to a hidden file beside its target, then rename them all: no partial set on failure."""
-    from .mapio import write_map
+    from .mapio import temporary_path, write_map
 
     staged: list[tuple[Path, Path]] = []
     try:
         for m, path in outputs:
-            temporary = path.with_name(f".{secrets.token_hex(4)}.{path.name}")
-            write_map(m, temporary)
-            staged.append((temporary, path))
+            staged.append((temporary_path(path), path))
+            write_map(m, staged[-1][0])
         for _, path in staged:
             if path.exists() and not force:
                 raise InputError(f"output {path} appeared meanwhile; pass --force to overwrite it")
         for temporary, path in staged:
             os.replace(temporary, path)
+    except OSError as error:
+        raise ResourceError(f"cannot write {error.filename}: {error.strerror}; check free disk space and "
+                            "write permission") from None
     finally:
         for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                temporary.unlink()
 
 
 def _run_enhance(argv: Sequence[str]) -> int:
     from .pipeline import EnhanceOptions, enhance, load_model
-    from .mapio import check_output_path, read_map, write_map
+    from .mapio import check_output_path, map_file_bytes, read_header, read_map, write_map
     from .models import download, registry
     from .models.store import HALVES_NORMALIZATION, read_metadata
 
@@ -274,12 +294,12 @@ def _run_enhance(argv: Sequence[str]) -> int:
     pair_model = read_metadata(model_json)["normalization"] == HALVES_NORMALIZATION
     output = Path(args.outputMap)
     outputs = [output]
-    check_output_path(output, args.force)  # fail before the long part, not after it
     if args.confidence:
         separate_halves = args.halfMap2 and not pair_model  # a half-map model cannot enhance one half alone
         outputs += [_sibling(output, tag) for tag in ("_confidence",) + (("_half1", "_half2") if separate_halves else ())]
-        for path in outputs[1:]:
-            check_output_path(path, args.force)
+    size = map_file_bytes(read_header(args.inputMap)[0])
+    for path in outputs:  # fail before the long part, not after it
+        check_output_path(path, args.force, size * len(outputs))
     model = load_model(model_json)
     log.info("model %s (%s)", model.name, model_json)
 
@@ -311,28 +331,62 @@ def _run_enhance(argv: Sequence[str]) -> int:
     return 0
 
 
+def _message(error: DeepEMhancerError) -> str:
+    """The error's line, naming the flag of the setting at fault."""
+    flag = FLAGS.get(error.setting or "")
+    return f"{error} ({flag})" if flag and flag not in str(error) else str(error)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM stops the run like Ctrl-C while main() runs (signals can be caught in the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logger_state = _logger_state()
     try:
-        if argv[:1] == ["models"]:
-            _configure_logging(False)
-            return _run_models(argv[1:])
-        if argv[:1] == ["evaluate"]:
-            return _run_evaluate(argv[1:])
-        if argv[:1] in (["train"], ["validate"]):
-            from .train_cli import main as train_main
-
-            return train_main(argv)
-        return _run_enhance(argv)
+        with _sigterm_as_interrupt():
+            return _dispatch(argv)
     except DeepEMhancerError as error:
-        print(f"deepemhancer: error: {error}", file=sys.stderr)
+        print(f"deepemhancer: error: {_message(error)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("deepemhancer: interrupted; no output was written", file=sys.stderr)
-        return 130
+    except OSError as error:  # the disk or the file system failed where no check could foresee it
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"deepemhancer: error: {where}{error.strerror or error}; check free disk space and permissions",
+              file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("deepemhancer: error: out of memory; close other programs, crop the box, or use a machine with "
+              "more memory", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(f"deepemhancer: {'terminated' if terminated else 'interrupted'}; no output was written", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     finally:
         _restore_logger(logger_state)
+
+
+def _dispatch(argv: list[str]) -> int:
+    if argv[:1] == ["models"]:
+        _configure_logging(False)
+        return _run_models(argv[1:])
+    if argv[:1] == ["evaluate"]:
+        return _run_evaluate(argv[1:])
+    if argv[:1] in (["train"], ["validate"]):
+        from .train_cli import main as train_main
+
+        return train_main(argv)
+    return _run_enhance(argv)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,9 @@ def _check_inputs(maps, half_maps, structure, resolution, mask, enhanced_halves)
         raise InputError("the model map needs a resolution: give it, or half maps to measure it")
     if resolution is not None and not (np.isfinite(resolution) and resolution > 0):
         raise InputError(f"resolution must be a positive number of Å, got {resolution}")
+    if half_maps is not None and np.array_equal(half_maps[0].data, half_maps[1].data):
+        # Identical halves would report an FSC of 1 to Nyquist: a resolution they do not have.
+        raise InputError("the two half maps are identical; give the two independently refined half maps")
     named = [(f"map {name!r}", m) for name, m in maps.items()]
     for label, pair in (("half map", half_maps), ("enhanced half map", enhanced_halves)):
         if pair is not None:

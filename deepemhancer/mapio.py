@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import gzip
 import os
 import re
 import secrets
+import shutil
+import time
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -28,11 +31,13 @@ from mrcfile.constants import MAP_ID
 from mrcfile.dtypes import HEADER_DTYPE
 from mrcfile.utils import machine_stamp_from_byte_order
 
-from .errors import InputError
+from .errors import InputError, ResourceError
 
 MAP_SUFFIXES = (".mrc", ".map", ".ccp4", ".mrc.gz", ".map.gz", ".ccp4.gz")
+VOXEL_SIZE_RANGE = (0.01, 100.0)  # Å: beyond it a header or a typed value is a mistake, not a map
 _VOXEL_RTOL = 1e-4
 _ORIGIN_ATOL = 1e-3  # Å
+_STALE_AGE = 24 * 3600  # s: a temporary file this old is left over even if its writer's id is reused
 
 
 @dataclass(frozen=True)
@@ -111,9 +116,7 @@ class Map:
         The origin field stays as stored in Å and nstart stays in voxels: a map placed by nstart
         moves with the new voxel size, one placed by the origin field does not.
         """
-        if not np.isfinite(size) or size <= 0:
-            raise InputError(f"-s/--samplingRate must be a positive voxel size in Å, got {size}; "
-                             "give the map's voxel size, e.g. -s 1.06")
+        check_voxel_size(size, "the voxel size given")
         sampling = self.geometry.sampling
         if min(sampling) <= 0:
             # No usable mx, my, mz in the header: sample the cell by the grid itself.
@@ -134,13 +137,21 @@ class Map:
     def isotropic_voxel_size(self) -> float:
         """The single voxel size in Å (the header's X value); InputError when there is none."""
         x, y, z = self.geometry.voxel_size
-        if not all(np.isfinite(v) and v > 0 for v in (x, y, z)):
-            raise InputError(f"the map header gives a voxel size of ({x:g}, {y:g}, {z:g}) Å; "
-                             "pass the real voxel size with -s/--samplingRate")
+        for value in (x, y, z):
+            check_voxel_size(value, f"the map header's voxel size ({x:g}, {y:g}, {z:g}) Å")
         if max(x, y, z) - min(x, y, z) > _VOXEL_RTOL * max(x, y, z):
             raise InputError(f"the map has anisotropic voxels ({x:.6g}, {y:.6g}, {z:.6g} Å along x, y, z); "
                              "resample it to a cubic voxel first (e.g. ChimeraX 'volume resample')")
         return x
+
+
+def check_voxel_size(size, what: str) -> None:
+    """InputError unless ``size`` is a voxel size in Å within VOXEL_SIZE_RANGE."""
+    low, high = VOXEL_SIZE_RANGE
+    if isinstance(size, bool) or not isinstance(size, (int, float, np.floating, np.integer)) \
+            or not low <= size <= high:
+        raise InputError(f"{what} is not a voxel size between {low:g} and {high:g} Å (got {size!r}); "
+                         "give the map's real voxel size, e.g. 1.06", setting="voxel_size")
 
 
 def read_map(path: str | Path) -> Map:
@@ -167,7 +178,7 @@ def read_header(path: str | Path) -> tuple[tuple[int, int, int], Geometry]:
 
 def _open_map(path: str | Path, header_only: bool):
     """(path, header copy, data or None), or InputError with one line."""
-    path = Path(path)
+    path = _as_path(path, "a map")
     if not path.exists():
         raise InputError(f"map {path} not found; check the path")
     if not path.is_file():
@@ -189,9 +200,11 @@ def write_map(m: Map, path: str | Path, overwrite: bool = False) -> Path:
     The file appears atomically: it is written to a temporary file beside ``path`` and renamed,
     so a failure leaves no partial file and an existing file untouched.
     """
-    path = Path(path)
-    check_output_path(path, overwrite)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    if not isinstance(m, Map):
+        raise InputError(f"write_map writes a Map, not {type(m).__name__}; make one with Map(data, geometry)")
+    path = _as_path(path, "an output map")
+    check_output_path(path, overwrite, map_file_bytes(m.data.shape))
+    temporary = temporary_path(path)
     data = np.ascontiguousarray(m.data, dtype="<f4")  # the header below says little-endian
     try:
         with open(temporary, "xb") as raw:
@@ -205,7 +218,7 @@ def write_map(m: Map, path: str | Path, overwrite: bool = False) -> Path:
     except OSError as error:
         _remove_quietly(temporary)
         reason = error.strerror or str(error)
-        raise InputError(f"cannot write {path}: {reason}; check free disk space and write permission") from None
+        raise ResourceError(f"cannot write {path}: {reason}; check free disk space and write permission") from None
     except BaseException:
         _remove_quietly(temporary)
         raise
@@ -354,16 +367,73 @@ def _check_finite(data: np.ndarray, name: str) -> None:
                          "that wrote the map and try again")
 
 
-def check_output_path(path: Path, overwrite: bool) -> None:
-    """InputError when ``path`` cannot or must not be written (callers check before long work too)."""
+def check_output_path(path: Path, overwrite: bool, size_bytes: int = 0) -> None:
+    """InputError or ResourceError when ``path`` cannot or must not be written, or its folder lacks
+    ``size_bytes`` of free space (callers check before long work, and writing checks again)."""
+    path = Path(path)
     if not path.name.lower().endswith(MAP_SUFFIXES):
         raise InputError(f"output {path} must end in one of {', '.join(MAP_SUFFIXES)}; rename it")
     if path.is_dir():
         raise InputError(f"output {path} is a folder; give a file name such as {path / 'enhanced.mrc'}")
     if path.exists() and not overwrite:
-        raise InputError(f"output {path} exists; pass --force to overwrite it")
+        raise InputError(f"output {path} exists; allow overwriting it or choose another name", setting="overwrite")
     if not path.parent.is_dir():
         raise InputError(f"output folder {path.parent} does not exist; create it first")
+    sweep_stale_temporaries(path)
+    check_writable_folder(path.parent, size_bytes)
+
+
+def check_writable_folder(folder: Path, size_bytes: int = 0) -> None:
+    """ResourceError unless a file can be created in ``folder`` and it has ``size_bytes`` free."""
+    probe = temporary_path(Path(folder) / "probe")
+    try:
+        probe.touch(exist_ok=False)
+        probe.unlink()
+        free = shutil.disk_usage(folder).free
+    except OSError as error:
+        _remove_quietly(probe)
+        raise ResourceError(f"cannot write into {folder}: {error.strerror or error}; choose a writable folder") from None
+    if free < size_bytes:
+        raise ResourceError(f"{folder} has {free / 2**20:.0f} MiB free but the output needs "
+                            f"{size_bytes / 2**20:.0f} MiB; free some space or choose another folder")
+
+
+def map_file_bytes(shape) -> int:
+    """Size of an uncompressed float32 map of ``shape``: header and data."""
+    return 1024 + 4 * int(np.prod([int(n) for n in shape], dtype=np.int64))
+
+
+def temporary_path(path: Path) -> Path:
+    """A hidden name beside ``path`` for writing it, ending like it (so it is a map name too) and
+    naming this process, so that a leftover is recognised."""
+    return path.with_name(f".{os.getpid()}-{secrets.token_hex(4)}.{path.name}")
+
+
+def sweep_stale_temporaries(path: Path) -> None:
+    """Delete temporary files for ``path`` (``temporary_path``'s naming, nested too) left by a
+    process that has ended (killed, or a machine that stopped) or older than a day."""
+    pattern = re.compile(r"\.(\d+)-[0-9a-f]{8}\.(?:\.\d+-[0-9a-f]{8}\.)*" + re.escape(path.name))
+    for candidate in path.parent.glob(f".*{glob.escape(path.name)}"):
+        match = pattern.fullmatch(candidate.name)
+        if match and (not _process_alive(int(match.group(1))) or _age(candidate) > _STALE_AGE):
+            _remove_quietly(candidate)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists but belongs to someone else
+    return True
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _header(m: Map) -> np.recarray:
@@ -411,11 +481,16 @@ def _skew_axes(cell_angles: tuple[float, float, float]) -> np.ndarray:
     return np.array([[1.0, cg, cb], [0.0, sg, c1], [0.0, 0.0, c2]])
 
 
+def _as_path(path, what: str) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"the path of {what} must be text or a Path, not {type(path).__name__}")
+    return Path(path)
+
+
 def _remove_quietly(path: Path) -> None:
-    try:
+    """Best-effort cleanup: a read-only or vanished folder must not hide the error being reported."""
+    with contextlib.suppress(OSError):
         path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def _format(value) -> str:

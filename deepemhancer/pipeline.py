@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import logging
+import numbers
+import os
+import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -13,13 +16,18 @@ import numpy as np
 import torch
 
 from . import cleaning, halves_input, normalization, resampling, tiling
-from .devices import configure_matmul_precision, resolve_devices, set_cpu_threads
-from .errors import InputError
+from .devices import PRECISIONS, configure_matmul_precision, resolve_devices, set_cpu_threads
+from .errors import InputError, ResourceError
 from .mapio import Map, check_same_grid, validate_for_enhancement
 from .models.store import load_network
 from .predict import predict_into
 
 log = logging.getLogger("deepemhancer")
+
+BLENDINGS = ("gaussian", "count")
+# Noise std 0.1 is the normalised unit; a map reaching this far beyond it was given noise
+# statistics that are not its own (a network fed such values returns Inf/NaN).
+MAX_NORMALISED = 1e4
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,63 @@ class EnhanceOptions:
     threads: int | None = None
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Every setting is checked here, on its own, before any work; what depends on the model
+        is checked by ``enhance``."""
+        for name in ("legacy", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be True or False, not {getattr(self, name)!r}", setting=name)
+        if self.noise_stats is not None:
+            object.__setattr__(self, "noise_stats", _noise_stats(self.noise_stats))
+        if self.mask is not None and not isinstance(self.mask, Map):
+            raise InputError(f"the mask must be a Map (read it with read_map), not {type(self.mask).__name__}",
+                             setting="mask")
+        if self.mask is not None and self.noise_stats is not None:
+            raise InputError("a mask and noise statistics are two normalisation modes; give only one",
+                             setting="noise_stats")
+        if self.blending not in (None, *BLENDINGS):
+            raise InputError(f"blending {self.blending!r} is unknown; choose one of {', '.join(BLENDINGS)}",
+                             setting="blending")
+        if self.legacy and self.blending is not None:
+            raise InputError("legacy mode blends as the original does; the blending choice applies to the "
+                             "default mode only", setting="blending")
+        for name in ("stride", "batch_size", "threads"):
+            _check_count(getattr(self, name), name)
+        if self.cleaning_strength is not None:
+            if not _is_number(self.cleaning_strength):
+                raise InputError(f"cleaning strength must be a number, not {self.cleaning_strength!r}",
+                                 setting="cleaning_strength")
+            cleaning.check_strength(self.cleaning_strength)
+        if not isinstance(self.gpu_ids, str):
+            raise InputError(f"gpu_ids must be text such as '0', '0,1', 'all' or '-1' (CPU), not {self.gpu_ids!r}",
+                             setting="gpu_ids")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision {self.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}",
+                             setting="precision")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_count(value, name: str) -> None:
+    """InputError unless ``value`` is None or a whole number of at least 1."""
+    if value is not None and not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1):
+        raise InputError(f"{name.replace('_', ' ')} must be a whole number of at least 1, not {value!r}",
+                         setting=name)
+
+
+def _noise_stats(value) -> tuple[float, float]:
+    """(mean, std) as floats; InputError unless two finite numbers with a positive std."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2 \
+            or not all(_is_number(v) and np.isfinite(v) for v in value):
+        raise InputError(f"noise statistics must be two finite numbers (mean, std), not {value!r}",
+                         setting="noise_stats")
+    mean, std = float(value[0]), float(value[1])
+    if not std > 0:
+        raise InputError(f"the noise standard deviation must be positive, not {std:g}", setting="noise_stats")
+    return mean, std
+
 
 @dataclass
 class Model:
@@ -67,6 +132,8 @@ class Model:
 
 def load_model(json_path: str | Path) -> Model:
     """Load a model JSON (and its safetensors) onto the CPU; warns once if it is an untrained demo."""
+    if not isinstance(json_path, (str, os.PathLike)):
+        raise InputError(f"a model is loaded from the path of its JSON, not from {type(json_path).__name__}")
     network, metadata = load_network(Path(json_path))
     model = Model(network=network, metadata=metadata, path=Path(json_path))
     if not metadata.get("trained", True):
@@ -79,35 +146,33 @@ def average_halves(first: Map, second: Map) -> Map:
     """The voxel-wise mean of two half maps, after checking they share one grid and placement."""
     check_same_grid(first, second, "half map 1", "half map 2",
                     advice="use the two unfiltered half maps of one refinement")
+    if np.array_equal(first.data, second.data):
+        # Identical halves have no noise to measure: confidence would read 1 and the FSC reach Nyquist.
+        raise InputError("the two half maps are identical; give the two independently refined half maps, "
+                         "or the one map alone")
     return first.with_data((0.5 * (first.data + second.data)).astype(np.float32))
 
 
 def _check_options(options: EnhanceOptions, model: Model) -> None:
+    """What the settings (checked on their own by EnhanceOptions) must satisfy for this model."""
+    if not isinstance(options, EnhanceOptions):
+        raise InputError(f"options must be EnhanceOptions, not {type(options).__name__}")
     masked_model = model.metadata["normalization"] == "masked"
     if takes_halves(model):
         if options.mask is not None or options.noise_stats is not None:
             raise InputError(f"model {model.name!r} measures the noise from the two half maps; it takes "
-                             "no mask or noise statistics")
+                             "no mask or noise statistics", setting="noise_stats")
         if options.legacy:
             raise InputError(f"legacy mode reproduces the original, which takes one map; model {model.name!r} "
-                             "needs the default mode")
+                             "needs the default mode", setting="legacy")
     if options.mask is not None and not masked_model:
         raise InputError(f"a binary mask selects masked normalisation, but model {model.name!r} expects "
-                         "unmasked input; use the 'masked' model or drop -m")
+                         "unmasked input; use the 'masked' model or no mask", setting="mask")
     if options.mask is None and masked_model:
-        raise InputError(f"model {model.name!r} needs a binary mask; pass one with -m/--binaryMask")
-    if options.mask is not None and options.noise_stats is not None:
-        raise InputError("--noiseStats and -m/--binaryMask are two normalisation modes; give only one")
-    if options.noise_stats is not None and not options.noise_stats[1] > 0:
-        raise InputError(f"--noiseStats standard deviation must be positive, not {options.noise_stats[1]}")
-    if options.cleaning_strength is not None:
-        cleaning.check_strength(options.cleaning_strength)
-    if options.stride is not None and not 0 < options.stride <= int(model.metadata["cube_size"]):
-        raise InputError(f"stride must be between 1 and the cube size {model.metadata['cube_size']}, not {options.stride}")
-    if options.batch_size is not None and options.batch_size < 1:
-        raise InputError(f"batch size must be at least 1, not {options.batch_size}")
-    if options.legacy and options.blending is not None:
-        raise InputError("legacy mode blends as the original does; --blending applies to the default mode only")
+        raise InputError(f"model {model.name!r} needs a binary mask; give one", setting="mask")
+    cube = int(model.metadata["cube_size"])
+    if options.stride is not None and options.stride > cube:
+        raise InputError(f"stride must be between 1 and the cube size {cube}, not {options.stride}", setting="stride")
 
 
 def takes_halves(model: Model) -> bool:
@@ -123,11 +188,69 @@ def _per_channel(function, volume: np.ndarray) -> np.ndarray:
 def _normalise(volume: np.ndarray, options: EnhanceOptions) -> np.ndarray:
     if options.mask is not None:
         return normalization.normalize_with_mask(volume, options.mask.data)
-    if options.noise_stats is not None:
-        mean, std = options.noise_stats
-    else:
+    if options.noise_stats is None:
         mean, std = normalization.noise_statistics_radial(volume)  # logs what it found
-    return normalization.normalize_with_noise(volume, mean, std)
+        return normalization.normalize_with_noise(volume, mean, std)
+    mean, std = options.noise_stats
+    normalised = normalization.normalize_with_noise(volume, mean, std)
+    reach = float(np.max(np.abs(normalised)))
+    if not reach <= MAX_NORMALISED:
+        raise InputError(f"noise mean {mean:g} and standard deviation {std:g} do not describe this map's noise "
+                         f"(its values reach {reach / 0.1:.3g} such deviations); give the solvent noise of this map, "
+                         "or let it be estimated", setting="noise_stats")
+    return normalised
+
+
+def _source(map_or_halves) -> tuple[Map, tuple[Map, Map] | None]:
+    """(the map to enhance, the two halves or None) from what enhance was given."""
+    if isinstance(map_or_halves, Map):
+        return map_or_halves, None
+    if isinstance(map_or_halves, (str, bytes, os.PathLike)):
+        raise InputError(f"enhance takes maps, not file names: read {map_or_halves!s} with read_map first")
+    if not isinstance(map_or_halves, Sequence):
+        raise InputError(f"enhance takes a Map or two half Maps, not {type(map_or_halves).__name__}")
+    if len(map_or_halves) != 2:
+        raise InputError(f"give one map or two half maps, not {len(map_or_halves)}")
+    if not all(isinstance(m, Map) for m in map_or_halves):
+        kinds = ", ".join(type(m).__name__ for m in map_or_halves)
+        raise InputError(f"two half maps must be two Maps (read them with read_map), not {kinds}")
+    halves = (map_or_halves[0], map_or_halves[1])
+    return average_halves(*halves), halves
+
+
+def _host_memory_budget() -> int | None:
+    """Bytes this process can still get: available memory and free swap, capped by an address-space
+    limit (ulimit -v); None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as handle:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in handle if line.strip()}
+        with open("/proc/self/status") as handle:
+            used = next((int(line.split()[1]) * 1024 for line in handle if line.startswith("VmSize:")), 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    budget = info.get("MemAvailable", 0) + info.get("SwapFree", 0)
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return budget if limit == resource.RLIM_INFINITY else min(budget, limit - used)
+
+
+def _check_memory(source: Map, voxel_size: float, model: Model, channels: int, stride: int) -> None:
+    """ResourceError before any large allocation when the arrays the run holds at once cannot fit.
+
+    Counted: the normalised input, its copy on the model grid, the padded copy and the blending
+    accumulators (total and weight), all float32. Cubes in flight and the network are small beside them.
+    """
+    cube, model_voxel = int(model.metadata["cube_size"]), float(model.metadata["voxel_size"])
+    grid = resampling.model_grid_shape(source.data.shape, voxel_size, model_voxel)
+    padded = [n + after for n, (_, after) in zip(grid, tiling.covering_padding(grid, cube, stride))]
+    voxels = [int(np.prod(shape, dtype=np.float64)) for shape in (source.data.shape, grid, padded)]
+    needed = 4 * (channels * sum(voxels) + 2 * voxels[2])
+    budget = _host_memory_budget()
+    if budget is not None and needed > budget:
+        raise ResourceError(
+            f"enhancing this {'x'.join(map(str, source.data.shape))} map at {voxel_size:g} Å needs about "
+            f"{needed / 2**30:.1f} GiB of memory ({'x'.join(map(str, grid))} voxels on the model's {model_voxel:g} Å "
+            f"grid) but about {max(budget, 0) / 2**30:.1f} GiB is available; check the voxel size, crop the box, "
+            "or use a machine with more memory")
 
 
 def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
@@ -137,17 +260,12 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
     Intensities of the result are in the network's normalised units (noise std 0.1 at input), as
     the original writes them.
     """
-    if not isinstance(model, Model):
+    if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
-    halves = None
-    if isinstance(map_or_halves, Map):
-        source = map_or_halves
-    elif len(map_or_halves) == 2:
-        halves = tuple(map_or_halves)
-        source = average_halves(*halves)
-    else:
-        raise InputError(f"give one map or two half maps, not {len(map_or_halves)}")
+    if not isinstance(model, Model):
+        raise InputError(f"model must be a Model (load_model) or the path of a model JSON, not {type(model).__name__}")
     _check_options(options, model)
+    source, halves = _source(map_or_halves)
     if takes_halves(model) and halves is None:
         raise InputError(f"model {model.name!r} needs the two half maps (they measure the noise); give both, "
                          "or choose a single-map model")
@@ -156,10 +274,20 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
     if options.mask is not None and options.mask.data.shape != source.data.shape:
         # shape only: masks from many tools drop the origin, and the array is what is used
         raise InputError(f"the mask's shape {options.mask.data.shape} differs from the map's "
-                         f"{source.data.shape}; make the mask on the map's grid")
-
-    cube = int(model.metadata["cube_size"])
+                         f"{source.data.shape}; make the mask on the map's grid", setting="mask")
     stride = options.stride or int(model.metadata["stride"])
+    _check_memory(source, voxel_size, model, halves_input.CHANNELS if takes_halves(model) else 1, stride)
+    try:
+        return _enhance(source, halves, model, options, voxel_size, stride)
+    except MemoryError:
+        raise ResourceError(f"ran out of memory enhancing this {'x'.join(map(str, source.data.shape))} map; "
+                            "close other programs, crop the box, or use a machine with more memory") from None
+
+
+def _enhance(source: Map, halves: tuple[Map, Map] | None, model: Model, options: EnhanceOptions,
+             voxel_size: float, stride: int) -> Map:
+    """enhance() once its inputs are checked."""
+    cube = int(model.metadata["cube_size"])
     model_voxel = float(model.metadata["voxel_size"])
     set_cpu_threads(options.threads)
     configure_matmul_precision(options.precision)
@@ -198,7 +326,10 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
     del padded
     enhanced = tiling.unpad_volume(blender.result(), padding)
     if not np.all(np.isfinite(enhanced)):
-        raise InputError("the network produced NaN/Inf values; rerun with --precision fp32")
+        advice = ("compute in fp32 precision" if options.precision != "fp32"
+                  else "check that the map (and any noise statistics given) are right")
+        raise InputError(f"the network produced NaN/Inf values ({options.precision}); {advice}",
+                         setting="precision" if options.precision != "fp32" else None)
     if options.cleaning_strength is not None:
         enhanced = cleaning.remove_small_blobs(enhanced, options.cleaning_strength)
     if options.legacy:

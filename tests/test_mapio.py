@@ -17,7 +17,7 @@ try:
 except ImportError:  # Windows
     resource = None
 
-from deepemhancer.errors import InputError
+from deepemhancer.errors import InputError, ResourceError
 from deepemhancer.mapio import (Geometry, Map, check_same_grid, read_map, validate_for_enhancement,
                                 voxel_centre_xyz, write_map)
 
@@ -179,10 +179,11 @@ def test_with_data_and_with_voxel_size(tmp_path):
     again = read_map(write_map(bigger, tmp_path / "w15.mrc"))
     assert again.geometry.voxel_size == (1.5, 1.5, 1.5)
     assert again.geometry.origin == (5.0, 6.0, 7.0)
-    for size in (0.0, -1.0, float("nan")):
+    for size in (0.0, -1.0, float("nan"), 1000.0):
         with pytest.raises(InputError) as error:
             m.with_voxel_size(size)
-        assert_one_line_advice(error, "-s/--samplingRate")
+        assert_one_line_advice(error, "voxel size", "between 0.01 and 100")
+        assert error.value.setting == "voxel_size"  # the command line names its -s/--samplingRate
 
 
 def test_voxel_size_zero_in_header_needs_the_flag(tmp_path):
@@ -191,7 +192,8 @@ def test_voxel_size_zero_in_header_needs_the_flag(tmp_path):
     m = read_map(path)
     with pytest.raises(InputError) as error:
         m.isotropic_voxel_size
-    assert_one_line_advice(error, "-s/--samplingRate")
+    assert_one_line_advice(error, "header", "real voxel size")
+    assert error.value.setting == "voxel_size"
     assert m.with_voxel_size(0.9).isotropic_voxel_size == 0.9
 
 
@@ -390,7 +392,8 @@ def test_existing_output_is_kept_without_overwrite(tmp_path):
     out.write_bytes(b"precious")
     with pytest.raises(InputError) as error:
         write_map(_small_map(), out)
-    assert str(error.value) == f"output {out} exists; pass --force to overwrite it"
+    assert str(error.value) == f"output {out} exists; allow overwriting it or choose another name"
+    assert error.value.setting == "overwrite"  # the command line names its --force
     assert out.read_bytes() == b"precious"
     m = _small_map()
     write_map(m, out, overwrite=True)
@@ -427,14 +430,14 @@ def file_size_limit(limit: int):
 def test_failure_mid_write_leaves_no_partial_file(tmp_path, name):
     data = RNG.normal(size=(20, 20, 20)).astype(np.float32)  # 32 kB: well past the limit, even gzipped
     m = Map(data, Geometry.for_grid(data.shape, 1.0))
-    with file_size_limit(4096), pytest.raises(InputError) as error:
+    with file_size_limit(4096), pytest.raises(ResourceError) as error:
         write_map(m, tmp_path / name)
     assert_one_line_advice(error, "too large", "disk space")
     assert list(tmp_path.iterdir()) == []
 
     old = tmp_path / name
     old.write_bytes(b"old result")
-    with file_size_limit(4096), pytest.raises(InputError):
+    with file_size_limit(4096), pytest.raises(ResourceError):
         write_map(m, old, overwrite=True)
     assert old.read_bytes() == b"old result"
     assert [p.name for p in tmp_path.iterdir()] == [name]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from .store import NORMALIZATIONS, save_model
+from .store import MAX_PARAMETERS, NORMALIZATIONS, check_architecture, check_cube_size, save_model
 
 # The original's normalisation functions, by name, and the normalisation of ours that matches.
 KNOWN_NORM_FUNCTIONS = {
@@ -88,39 +88,44 @@ def _normalization(path: Path, source: str | None, override: str | None) -> tupl
             raise ModelError(f"normalisation {override!r} is unknown; choose one of {', '.join(NORMALIZATIONS)}")
         return override, name
     if source is None:
-        raise ModelError(f"{path} has no code/normFun, so its input normalisation is unknown; "
-                         f"pass normalization= one of {', '.join(NORMALIZATIONS)}")
+        raise ModelError(f"{path} has no code/normFun, so its input normalisation is unknown: it is not one of "
+                         "the official DeepEMhancer models; use the official files")
     if name not in KNOWN_NORM_FUNCTIONS:
-        raise ModelError(f"{path}: normalisation function {name} is unknown; pass normalization= one of "
-                         f"{', '.join(NORMALIZATIONS)} if you know which it matches")
+        raise ModelError(f"{path}: normalisation function {name} is unknown (known: "
+                         f"{', '.join(KNOWN_NORM_FUNCTIONS)}): it is not one of the official DeepEMhancer models; "
+                         "use the official files")
     return KNOWN_NORM_FUNCTIONS[name], name
 
 
 def _read_weights(path: Path, group: h5py.Group) -> dict[str, list[np.ndarray]]:
-    """Per-layer weight arrays in `weight_names` order, for every layer `layer_names` lists."""
+    """Per-layer weight arrays in `weight_names` order, for every layer `layer_names` lists; sizes are
+    checked from the dataset headers before anything is read (compressed data can expand a lot)."""
     if "layer_names" not in group.attrs:
         raise ModelError(f"{path} has no model_weights layer_names; it is not a complete Keras model file")
-    weights = {}
+    datasets: dict[str, list[h5py.Dataset]] = {}
     for layer_name in (_text(n) for n in group.attrs["layer_names"]):
         layer = group.get(layer_name)
-        if layer is None:
+        if not isinstance(layer, h5py.Group):
             raise ModelError(f"{path} lists layer {layer_name} but holds no weights for it; the file is corrupt")
-        names = [_text(n) for n in layer.attrs.get("weight_names", [])]
-        try:
-            weights[layer_name] = [np.asarray(layer[name]) for name in names]
-        except KeyError:
-            raise ModelError(f"{path} misses a weight of layer {layer_name}; the file is corrupt") from None
-    return weights
+        found = [layer.get(_text(n)) for n in layer.attrs.get("weight_names", [])]
+        if not all(isinstance(d, h5py.Dataset) and d.dtype.kind == "f" for d in found):
+            raise ModelError(f"{path} misses a weight of layer {layer_name}; the file is corrupt")
+        datasets[layer_name] = found
+    total = sum(d.size for found in datasets.values() for d in found)
+    if total > MAX_PARAMETERS:
+        raise ModelError(f"{path} holds {total:,} weights, more than the {MAX_PARAMETERS:,} allowed; "
+                         "it is not an official DeepEMhancer model")
+    return {name: [np.asarray(d) for d in found] for name, found in datasets.items()}
 
 
 def _config_param(path: Path, f: h5py.File, name: str, default: int) -> int:
     key = f"configParams/{name}"
     if key not in f:
         return default
-    value = int(np.asarray(f[key]).reshape(-1)[0])
-    if value <= 0:
-        raise ModelError(f"{path} has a non-positive {name} ({value}); the file is corrupt")
-    return value
+    values = np.asarray(f[key]).reshape(-1)
+    if values.size != 1 or values.dtype.kind not in "iu":
+        raise ModelError(f"{path} has a {name} that is not one whole number; the file is corrupt")
+    return int(values[0])
 
 
 def read_official_hd5(path: Path, normalization: str | None = None) -> OfficialModel:
@@ -146,6 +151,9 @@ def read_official_hd5(path: Path, normalization: str | None = None) -> OfficialM
         norm, norm_name = _normalization(path, source, normalization)
         cube = _config_param(path, f, "NNET_INPUT_SIZE", DEFAULT_CUBE_SIZE)
         stride = _config_param(path, f, "NNET_INPUT_STRIDE", DEFAULT_STRIDE)
+        check_cube_size(cube, str(path))
+        if not 1 <= stride <= cube:
+            raise ModelError(f"{path} has a stride of {stride}, outside 1..{cube}; the file is corrupt")
         keras_version = _text(f.attrs.get("keras_version", "unknown"))
     return OfficialModel(model_config, weights, norm, norm_name, cube, stride, keras_version, file_sha256(path))
 
@@ -176,6 +184,7 @@ def _checked_state_dict(official: OfficialModel) -> dict[str, torch.Tensor]:
     from ..nn import build_network
     from ..nn.keras_graph import keras_weights_to_state_dict
 
+    check_architecture({"type": "keras_graph", "model_config": official.model_config}, "the model's graph")
     with torch.device("meta"):  # shapes and names are all a strict load checks: allocate nothing
         network = build_network({"type": "keras_graph", "model_config": official.model_config})
     state = keras_weights_to_state_dict(network, official.weights)

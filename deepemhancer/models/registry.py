@@ -14,13 +14,15 @@ Official ``.hd5`` files met outside ``models_dir()`` are converted once into a c
 from __future__ import annotations
 
 import json
+import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
-from .store import HALVES_NORMALIZATION, read_metadata
+from .store import HALVES_NORMALIZATION, atomic_write_bytes, check_writable_models_folder, read_metadata
+
+log = logging.getLogger("deepemhancer")
 
 OFFICIAL_NAMES = ("tightTarget", "wideTarget", "highRes", "masked")
 DEFAULT_NAME = "tightTarget"
@@ -107,18 +109,6 @@ def official_hd5_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _write_json_atomic(path: Path, content: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(content, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _keras_import():
     """Imported on use: it pulls in torch, which listing and resolving models do not need."""
     from . import keras_import
@@ -143,7 +133,7 @@ def cached_sha256(path: Path) -> str:
     sha = _keras_import().file_sha256(path)
     index[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
     try:
-        _write_json_atomic(index_path, index)
+        atomic_write_bytes(index_path, json.dumps(index, indent=1).encode())
     except OSError:
         pass  # a read-only model folder only costs a rehash next time
     return sha
@@ -151,9 +141,10 @@ def cached_sha256(path: Path) -> str:
 
 def _convert(hd5: Path, dest_dir: Path) -> Path:
     """Convert an official .hd5 into dest_dir; any failure becomes one ModelError line."""
+    check_writable_models_folder(dest_dir)  # so that a read-only folder is not blamed on the file
     try:
         return _keras_import().import_hd5(hd5, dest_dir)
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
         raise ModelError(f"{hd5} cannot be converted ({type(exc).__name__}: {exc}); "
                          f"it is not an intact official DeepEMhancer .hd5 file: download it again") from None
 
@@ -267,7 +258,12 @@ def resolve_model(name: str | None = None, model_path: str | Path | None = None,
             raise ModelError(f"{path} is one model file: give either it or a model name ({name!r}), not both")
         return _model_file(path)
     if name is None and _official_installed(DEFAULT_NAME):
-        name = DEFAULT_NAME
+        try:
+            return _by_name(DEFAULT_NAME)
+        except ModelError as error:
+            # A damaged official file must not stop every default run: say how to repair it, go on.
+            log.warning("%s; using the bundled model meanwhile (`deepemhancer models download` replaces a "
+                        "damaged official file)", error)
     if name is None:
         default = (_default_bundled(HALVES_NORMALIZATION) if halves else None) or _default_bundled()
         if default is None:

@@ -12,6 +12,7 @@ No code is ever read from a model file.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -28,6 +29,11 @@ FORMAT_VERSION = 1
 HALVES_NORMALIZATION = "sharpened-halves"  # two input channels from the half maps (halves_input.py)
 NORMALIZATIONS = ("noise", "masked", HALVES_NORMALIZATION)
 REQUIRED_KEYS = ("name", "architecture", "normalization", "cube_size", "stride", "voxel_size")
+# Bounds on what a model file may ask for: each drives an allocation (official models: 64³ cubes,
+# stride 16, 1 Å, about 7 million parameters).
+CUBE_SIZE_RANGE = (8, 128)
+MODEL_VOXEL_RANGE = (0.2, 10.0)  # Å
+MAX_PARAMETERS = 100_000_000
 
 
 def weights_path(json_path: Path) -> Path:
@@ -48,9 +54,25 @@ def validate_metadata(metadata: dict[str, Any], where: str) -> dict[str, Any]:
     if metadata["normalization"] not in NORMALIZATIONS:
         raise ModelError(f"{where} asks for normalization {metadata['normalization']!r}; "
                          f"known: {', '.join(NORMALIZATIONS)}")
-    if int(metadata["cube_size"]) <= 0 or int(metadata["stride"]) <= 0 or float(metadata["voxel_size"]) <= 0:
-        raise ModelError(f"{where} has a non-positive cube size, stride or voxel size")
+    cube = metadata["cube_size"]
+    check_cube_size(cube, where)
+    _check_range(metadata["stride"], (1, cube), "stride", where, whole=True)
+    _check_range(metadata["voxel_size"], MODEL_VOXEL_RANGE, "voxel size (Å)", where, whole=False)
+    if not isinstance(metadata.get("trained", True), bool):
+        raise ModelError(f"{where} has a 'trained' field that is not true or false; the model file is corrupt")
     return metadata
+
+
+def check_cube_size(cube, where: str) -> None:
+    """ModelError unless ``cube`` is a whole number within CUBE_SIZE_RANGE (shared with the .hd5 import)."""
+    _check_range(cube, CUBE_SIZE_RANGE, "cube size", where, whole=True)
+
+
+def _check_range(value, bounds: tuple, what: str, where: str, whole: bool) -> None:
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not bounds[0] <= value <= bounds[1]:
+        raise ModelError(f"{where} has a {what} of {value!r}, outside {bounds[0]:g}..{bounds[1]:g}; "
+                         "the model file is corrupt or not a DeepEMhancer model: re-import or re-download it")
 
 
 def read_metadata(json_path: Path) -> dict[str, Any]:
@@ -73,7 +95,8 @@ def _current_umask() -> int:
     return mask
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``path`` through a hidden temporary file and a rename: readers see all of it or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -84,8 +107,21 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
         raise
+
+
+def check_writable_models_folder(folder: Path) -> None:
+    """ModelError, naming the folder rather than any model file, when models cannot be written there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ModelError(f"cannot write models into {folder} ({exc.strerror or exc}); make it writable or set "
+                         "DEEPEMHANCER_MODELS_DIR to a writable folder") from None
 
 
 def save_model(json_path: Path, metadata: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> Path:
@@ -96,9 +132,29 @@ def save_model(json_path: Path, metadata: dict[str, Any], state_dict: dict[str, 
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}
     validate_metadata(metadata, str(json_path))
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    _atomic_write_bytes(weights_path(json_path), save(tensors))
-    _atomic_write_bytes(json_path, (json.dumps(metadata, indent=1) + "\n").encode())
+    atomic_write_bytes(weights_path(json_path), save(tensors))
+    atomic_write_bytes(json_path, (json.dumps(metadata, indent=1) + "\n").encode())
     return json_path
+
+
+def check_architecture(architecture: Any, where: str) -> None:
+    """ModelError unless the network an architecture describes can be built and has at most
+    MAX_PARAMETERS; proven on the meta device, allocating nothing."""
+    import torch
+
+    from ..nn import build_network, count_parameters
+
+    try:
+        with torch.device("meta"):
+            count = count_parameters(build_network(architecture))
+    except ModelError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError, RuntimeError) as exc:
+        raise ModelError(f"{where} describes a network that cannot be built ({type(exc).__name__}: {exc}); "
+                         "the model file is corrupt: re-import or re-download it") from None
+    if count > MAX_PARAMETERS:
+        raise ModelError(f"{where} describes a network of {count:,} parameters, more than the {MAX_PARAMETERS:,} "
+                         "allowed; the model file is corrupt or not a DeepEMhancer model")
 
 
 def load_network(json_path: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -109,6 +165,7 @@ def load_network(json_path: Path, device: torch.device | str = "cpu") -> tuple[t
     from ..nn import build_network
 
     metadata = read_metadata(json_path)
+    check_architecture(metadata["architecture"], str(json_path))
     network = build_network(metadata["architecture"])
     try:
         state = load_file(str(weights_path(json_path)))
@@ -116,10 +173,10 @@ def load_network(json_path: Path, device: torch.device | str = "cpu") -> tuple[t
         raise ModelError(f"weights {weights_path(json_path)} are missing; re-import the model") from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"weights {weights_path(json_path)} are corrupt ({exc}); re-import the model") from None
-    state = {k: v.float() for k, v in state.items()}
     try:
+        state = {k: v.float() for k, v in state.items()}
         network.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise ModelError(f"weights {weights_path(json_path)} do not match the graph in {json_path} ({first})") from None
     return network.to(device).eval(), metadata
