@@ -12,7 +12,8 @@ from ..constants import (AUGMENTATIONS, BLENDINGS, CONFIDENCE_FILE, CPU_DEVICE, 
                          DEFAULT_MODEL, ENHANCED_FILE, ENHANCED_HALF_FILES, HALVES_CHECK_FILE, NORM_AUTO, NORM_MASK,
                          NORM_NOISE_STATS, NORMALIZATION_CHOICES, OUTPUT_CONFIDENCE, OUTPUT_VOLUME, PRECISIONS,
                          RECOMMENDED_MODEL)
-from ..convert import is_mrc, map_path, output_volume, read_json, read_volume_file, write_json
+from ..convert import (is_mrc, map_path, origin_shifts, output_volume, placed_as_in_scipion, read_json,
+                       read_volume_file, write_json)
 from .inputs import HalfMapInput
 
 
@@ -63,7 +64,15 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
                       label="Noise standard deviation", help="Standard deviation of the solvent noise (> 0).")
         form.addParam("inputMask", params.PointerParam, pointerClass="VolumeMask", allowsNull=True,
                       condition=f"normalization == {NORM_MASK}", label="Binary mask",
-                      help="A tight mask of the molecule on the map's grid (e.g. from 'tight mask').")
+                      help="A tight mask of the molecule on the map's grid (e.g. from 'tight mask'). Empty: "
+                           "the mask made from the atomic model below.")
+        form.addParam("inputStructure", params.PointerParam, pointerClass="AtomStruct", allowsNull=True,
+                      condition=f"normalization == {NORM_MASK}", label="or an atomic model",
+                      help="A model fitted into the map: the mask is the map simulated from it, above its 95th "
+                           "percentile (as the DeepEMhancer paper made its masks). Used when no mask is given.")
+        form.addParam("structureResolution", params.FloatParam, default=4.0,
+                      condition=f"normalization == {NORM_MASK}", expertLevel=params.LEVEL_ADVANCED,
+                      label="Model map resolution (Å)", help="Resolution of the map simulated from the atomic model.")
         form.addParam("modelName", params.StringParam, default=DEFAULT_MODEL,
                       condition=f"normalization != {NORM_MASK}", label="Model",
                       help="recommended: the official tightTarget when installed; else our bundled open "
@@ -131,7 +140,8 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
             "model": self.getModelName(),
             "noise_stats": ([self.noiseMean.get(), self.noiseStd.get()]
                             if normalization == NORM_NOISE_STATS else None),
-            "mask": map_path(self.inputMask.get().getFileName()) if normalization == NORM_MASK else None,
+            "mask": self._maskPath() if normalization == NORM_MASK else None,
+            "mask_model": self._maskModel() if normalization == NORM_MASK else None,
             "legacy": bool(self.legacy.get()),
             "blending": None if self.legacy.get() else BLENDINGS[self.blending.get()],
             "precision": PRECISIONS[self.precision.get()],
@@ -140,6 +150,14 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
             "cleaning_strength": cleaning,
             "augmentations": int(AUGMENTATIONS[self.augmentations.get()]) if self.confidence.get() else None,
         }
+
+    def _maskModel(self) -> list | None:
+        """[atomic model file, resolution, Scipion's origin of the map] when the model makes the mask."""
+        structure = self.inputStructure.get()
+        if self.inputMask.get() is not None or structure is None:
+            return None
+        return [os.path.abspath(structure.getFileName()), self.structureResolution.get(),
+                list(origin_shifts(self.getReferenceVolume()))]
 
     def _enhancesHalves(self) -> bool:
         return bool(self.confidence.get()) and self.usesHalfMaps()
@@ -169,7 +187,7 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
 
         maps = [read_volume_file(path, sampling) for path in sources]
         source, model = maps[0] if len(maps) == 1 else maps, resolve_model(settings["model"])
-        options = self._engineOptions(settings)
+        options = self._engineOptions(settings, maps[0])
         if settings["augmentations"] is None:
             return str(write_map(enhance(source, model, options), self._getExtraPath(ENHANCED_FILE), overwrite=True))
         from deepemhancer.trust import enhance_with_confidence
@@ -179,7 +197,7 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         written += list(zip(result.half_maps or (), ENHANCED_HALF_FILES))
         return [str(write_map(m, self._getExtraPath(name), overwrite=True)) for m, name in written]
 
-    def _engineOptions(self, settings: dict):
+    def _engineOptions(self, settings: dict, like):
         """The engine's EnhanceOptions: the stored settings, plus this run's devices and threads."""
         from deepemhancer.mapio import read_map
         from deepemhancer.pipeline import EnhanceOptions
@@ -187,7 +205,7 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         return EnhanceOptions(
             legacy=settings["legacy"],
             noise_stats=tuple(settings["noise_stats"]) if settings["noise_stats"] else None,
-            mask=read_map(settings["mask"]) if settings["mask"] else None,
+            mask=self._binaryMask(settings, like),
             blending=settings["blending"],
             stride=settings["stride"],
             cleaning_strength=settings["cleaning_strength"],
@@ -196,6 +214,20 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
             precision=settings["precision"],
             threads=self.numberOfThreads.get() or None,
         )
+
+    @staticmethod
+    def _binaryMask(settings: dict, like):
+        """The mask of binary-mask normalisation: the given one, or made from the atomic model on the map's grid."""
+        from deepemhancer.mapio import read_map
+        from deepemhancer.masks import model_mask
+
+        if settings["mask"]:
+            return read_map(settings["mask"])
+        if not settings.get("mask_model"):  # runs stored before atomic models were accepted lack the key
+            return None
+        structure, resolution, shifts = settings["mask_model"]
+        # Atoms are placed where Scipion shows the map: at Scipion's origin.
+        return like.with_data(model_mask(structure, placed_as_in_scipion(like, shifts), resolution))
 
     def halvesCheckStep(self, sources, sampling):
         """The FSC of the separately enhanced halves against the raw halves' (the engine's check)."""
@@ -251,8 +283,11 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
 
     def _validateMask(self, sources: list) -> list:
         mask = self.inputMask.get()
+        if mask is None and self.inputStructure.get() is None:
+            return ["Binary mask normalisation needs a mask (e.g. from 'tight mask') or a fitted atomic model: "
+                    "select one."]
         if mask is None:
-            return ["Binary mask normalisation needs a mask: select one (e.g. from 'tight mask')."]
+            return [] if self.structureResolution.get() > 0 else ["The model map resolution must be positive."]
         if not is_mrc(mask.getFileName()):
             return [f"The mask {map_path(mask.getFileName())} is not an MRC map: convert it to MRC first."]
         if sources and ImageHandler().getDimensions(map_path(mask.getFileName()))[:3] != \
@@ -293,7 +328,7 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
 
     def _summary(self):
         summary = [self._inputSummary(),
-                   f"Model: {self.getModelName()}, normalisation: {NORMALIZATION_CHOICES[self.normalization.get()]}, "
+                   f"Model: {self.getModelName()}, normalisation: {self._normalizationText()}, "
                    f"{'legacy' if self.legacy.get() else 'corrected'} mode, {PRECISIONS[self.precision.get()]}"]
         if self.hasAttribute(OUTPUT_VOLUME):
             summary.append(f"Output: {OUTPUT_VOLUME} (in the network's normalised units; compare it with the raw "
@@ -310,9 +345,17 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
             return []
         return [f"The map was post-processed with DeepEMhancer [SanchezGarcia2021] (PyTorch implementation, "
                 f"Scipion plugin {__version__}), model {self.getModelName()}, "
-                f"{NORMALIZATION_CHOICES[self.normalization.get()]} normalisation, "
+                f"{self._normalizationText()} normalisation, "
                 f"{'legacy' if self.legacy.get() else 'corrected'} pipeline."]
 
+    def _normalizationText(self) -> str:
+        text = NORMALIZATION_CHOICES[self.normalization.get()]
+        if self.normalization.get() == NORM_MASK and self._maskModel() is not None:
+            text += (f" (the mask made from the atomic model simulated at {self.structureResolution.get():g} Å, "
+                     f"above its 95th percentile)")
+        return text
+
     def _citations(self):
-        return ["SanchezGarcia2021"]
+        model = self.normalization.get() == NORM_MASK and self._maskModel() is not None
+        return ["SanchezGarcia2021"] + (["Wojdyr2022"] if model else [])
 

@@ -61,6 +61,15 @@ class TestDeepEMhancerChain(PluginTest):
             ProtDeepEMhancer, inputVolume=cls.volume, maskedModelName=TINY_MASKED_MODEL,
             normalization=NORM_MASK, inputMask=cls.maskRun.outputMask, useGpu=False, numberOfThreads=2))
 
+        from pwem.protocols import ProtImportPdb
+
+        pdb = write_pdb(cls.dataDir / "model.pdb", atom_positions(), ORIGIN)
+        cls.structure = cls.launchProtocol(cls.newProtocol(
+            ProtImportPdb, inputPdbData=ProtImportPdb.IMPORT_FROM_FILES, pdbFile=pdb)).outputPdb
+        cls.modelMaskedEnhanceRun = cls.launchProtocol(cls.newProtocol(
+            ProtDeepEMhancer, inputVolume=cls.volume, maskedModelName=TINY_MASKED_MODEL,
+            normalization=NORM_MASK, inputStructure=cls.structure, useGpu=False, numberOfThreads=2))
+
     # --------------------------- average and FSC ----------------------------------------
     def test_average_keeps_geometry_and_halves(self):
         average = self.fscRun.outputVolume
@@ -108,13 +117,8 @@ class TestDeepEMhancerChain(PluginTest):
         self.assertAlmostEqual(wizard, result["threshold"], places=6)
 
     def test_model_mask_covers_the_atoms(self):
-        pdb = write_pdb(self.dataDir / "model.pdb", atom_positions(), ORIGIN)
-        from pwem.protocols import ProtImportPdb
-
-        structure = self.launchProtocol(self.newProtocol(
-            ProtImportPdb, inputPdbData=ProtImportPdb.IMPORT_FROM_FILES, pdbFile=pdb)).outputPdb
         run = self.launchProtocol(self.newProtocol(
-            ProtDeepEMhancerMask, source=MASK_FROM_MODEL, inputStructure=structure,
+            ProtDeepEMhancerMask, source=MASK_FROM_MODEL, inputStructure=self.structure,
             referenceVolume=self.fscRun.outputVolume, modelResolution=4.0))
         mask = read_map(run.outputMask.getFileName()).data
         atoms = np.round(atom_positions()).astype(int)
@@ -136,6 +140,22 @@ class TestDeepEMhancerChain(PluginTest):
         self.assertTrue(2 * SAMPLING <= result["resolution"] < 10.0)
 
     # --------------------------- enhancement --------------------------------------------
+    def test_an_atomic_model_makes_the_binary_mask(self):
+        from deepemhancer.masks import model_mask
+        from deepemhancer.pipeline import EnhanceOptions, enhance
+
+        from deepemhancer_plugin.convert import placed_as_in_scipion, read_volume_file
+        from deepemhancer_plugin.models import resolve_model
+
+        run = self.modelMaskedEnhanceRun
+        source = read_volume_file(self.volume.getFileName(), SAMPLING)
+        mask = model_mask(self.structure.getFileName(), placed_as_in_scipion(source, ORIGIN), 4.0)
+        expected = enhance(source, resolve_model(TINY_MASKED_MODEL),
+                           EnhanceOptions(mask=source.with_data(mask), gpu_ids="-1", progress=False))
+        np.testing.assert_allclose(read_map(run.outputVolume.getFileName()).data, expected.data, atol=1e-5)
+        self.assertIn("binary mask (the mask made from the atomic model simulated at 4 Å", " ".join(run.summary()))
+        self.assertIn("Wojdyr2022", run._citations())
+
     def test_enhanced_volumes_keep_the_input_placement(self):
         outputs = []
         for run in (self.enhanceRun, self.maskedEnhanceRun):
@@ -179,7 +199,7 @@ class TestDeepEMhancerChain(PluginTest):
         viewer = self._viewer(self.enhanceRun)
         chain = viewer._chain()
         kinds = [m.kind for m in chain.maps]
-        self.assertEqual(kinds, ["raw", "sharpened", "enhanced", "enhanced", "enhanced"])
+        self.assertEqual(kinds, ["raw", "sharpened", "enhanced", "enhanced", "enhanced", "enhanced"])
         [view] = viewer._showSlices()
         self.assertIsInstance(view, PngView)
         image = mpimg.imread(view.path)
@@ -204,10 +224,10 @@ class TestDeepEMhancerChain(PluginTest):
         confidence = os.path.abspath(self.trustRun.outputConfidence.getFileName())
         self.assertEqual(opened.pop(), confidence)
         coloured = opened.index(os.path.abspath(self.trustRun.outputVolume.getFileName())) + 1
-        self.assertIn(f"color sample #{coloured} map #6 palette 0,red:0.5,yellow:1,blue", text)
-        self.assertEqual(len(opened), 5)
-        self.assertEqual([int(s[0]) for s in settings], [1, 2, 3, 4, 5])
-        self.assertIn("tile #1-5", text)
+        self.assertIn(f"color sample #{coloured} map #7 palette 0,red:0.5,yellow:1,blue", text)
+        self.assertEqual(len(opened), 6)
+        self.assertEqual([int(s[0]) for s in settings], [1, 2, 3, 4, 5, 6])
+        self.assertIn("tile #1-6", text)
         mask = read_map(self.maskRun.outputMask.getFileName()).data  # the chain's first mask sets the volume
         expected = int(mask.sum())
         for path, (_, voxel, x, y, z, level) in zip(opened, settings):
