@@ -19,7 +19,7 @@ from .errors import InputError
 from .mapio import Map, check_same_grid
 from .metrics import (FSCCurve, GuinierFit, ModelReference, fsc, fsc_masked_corrected, guinier_bfactor,
                       model_agreement, model_reference, resolution_at)
-from .trust import FSC_THRESHOLD, halves_check
+from .trust import halves_check
 
 GUINIER_LOW_RESOLUTION = 10.0  # Å: below this the plot is dominated by the molecule's shape, not its B-factor
 
@@ -88,13 +88,13 @@ def _check_inputs(maps, half_maps, structure, resolution, mask, enhanced_halves)
 def _half_map_measures(halves: tuple[Map, Map], voxel: float, mask: np.ndarray | None) -> dict:
     unmasked = fsc(halves[0].data, halves[1].data, voxel)
     entry = {"fsc_unmasked": curve_to_dict(unmasked),
-             "resolution_0143_unmasked": resolution_at(unmasked, FSC_THRESHOLD)}
+             "resolution_0143_unmasked": resolution_at(unmasked)}
     if mask is None:
         entry["resolution_0143"] = entry["resolution_0143_unmasked"]
         return entry
     corrected = fsc_masked_corrected(halves[0].data, halves[1].data, voxel, mask)
     entry["fsc_masked_corrected"] = curve_to_dict(corrected)
-    entry["resolution_0143"] = resolution_at(corrected, FSC_THRESHOLD)
+    entry["resolution_0143"] = resolution_at(corrected)
     return entry
 
 

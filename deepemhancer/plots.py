@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from .mapio import Map
+from .metrics.fourier import HALF_MAP_FSC_THRESHOLD
 
 if TYPE_CHECKING:
     from .metrics import FSCCurve, GuinierFit
@@ -74,7 +75,7 @@ def _resolution_axis(ax, curves: Sequence["FSCCurve"]) -> None:
 
 
 def save_fsc_curves(curves: Mapping[str, "FSCCurve"], path: str | Path, title: str = "Fourier shell correlation",
-                    thresholds: Sequence[float] = (0.143,)) -> Path:
+                    thresholds: Sequence[float] = (HALF_MAP_FSC_THRESHOLD,)) -> Path:
     """Write a PNG of FSC curves (one line per name) with dashed threshold lines; returns the path."""
     fig, ax = _subplots()
     for name, curve in curves.items():
@@ -122,7 +123,7 @@ def save_halves_check(check: "HalvesCheck", path: str | Path) -> Path:
         ax.scatter(s[check.flagged], check.enhanced.correlation[check.flagged], color="red", zorder=3,
                    label="agree beyond the data")
     ax.axvline(1.0 / check.raw_resolution, color="grey", linestyle=":", linewidth=1)
-    ax.axhline(0.143, color="grey", linestyle="--", linewidth=0.8)
+    ax.axhline(HALF_MAP_FSC_THRESHOLD, color="grey", linestyle="--", linewidth=0.8)
     ax.axhline(0.0, color="black", linewidth=0.5)
     ax.set_ylim(-0.1, 1.05)
     ax.set_ylabel("FSC")

@@ -20,12 +20,11 @@ from scipy import fft
 
 from .errors import InputError
 from .mapio import Map, check_same_grid, validate_for_enhancement
-from .metrics import (FSCCurve, GuinierFit, fsc, fsc_masked_corrected, guinier_bfactor, radial_frequency_grid,
-                      resolution_at)
+from .metrics import (HALF_MAP_FSC_THRESHOLD, FSCCurve, GuinierFit, fsc, fsc_masked_corrected, guinier_bfactor,
+                      radial_frequency_grid, resolution_at)
 
 log = logging.getLogger("deepemhancer")
 
-FSC_THRESHOLD = 0.143
 AUTO_LOW_RESOLUTION = 10.0  # Å: RELION's default low end of the Guinier fit
 LOWPASS_EDGE_SHELLS = 2.0  # RELION's default width of the low-pass edge, in Fourier shells
 
@@ -147,7 +146,7 @@ def half_map_fsc(half1: np.ndarray, half2: np.ndarray, voxel_size: float, mask: 
 
 def _shells_above_threshold(curve: FSCCurve) -> int:
     """How many shells, from the lowest, have FSC >= 0.143."""
-    below = np.flatnonzero(np.asarray(curve.correlation) < FSC_THRESHOLD)
+    below = np.flatnonzero(np.asarray(curve.correlation) < HALF_MAP_FSC_THRESHOLD)
     return int(below[0]) if below.size else len(curve.correlation)
 
 
@@ -272,11 +271,11 @@ def _choose_resolution(curve: FSCCurve, resolution: float | None, voxel_size: fl
 def _fsc_resolution(curve: FSCCurve, nyquist: float) -> float:
     """FSC = 0.143 resolution, or Nyquist (warned) when the halves correlate to the end."""
     correlation = np.asarray(curve.correlation)
-    if np.all(correlation >= FSC_THRESHOLD):
+    if np.all(correlation >= HALF_MAP_FSC_THRESHOLD):
         log.warning("the half-map FSC stays above %.3f up to Nyquist: using Nyquist (%.3g Å) as the resolution; "
-                    "the halves may not be independent", FSC_THRESHOLD, nyquist)
+                    "the halves may not be independent", HALF_MAP_FSC_THRESHOLD, nyquist)
         return nyquist
-    return max(float(resolution_at(curve, FSC_THRESHOLD)), nyquist)
+    return max(float(resolution_at(curve, HALF_MAP_FSC_THRESHOLD)), nyquist)
 
 
 def _check_mask(mask: np.ndarray, shape: tuple[int, ...]) -> None:

@@ -20,13 +20,12 @@ from scipy import stats
 from . import normalization
 from .errors import InputError
 from .mapio import Geometry, Map, check_same_grid
-from .metrics.fourier import FSCCurve, fsc, resolution_at, shared_power
+from .metrics.fourier import HALF_MAP_FSC_THRESHOLD, FSCCurve, fsc, resolution_at, shared_power
 from .pipeline import EnhanceOptions, Model, average_halves, enhance, load_model, takes_halves
 
 log = logging.getLogger("deepemhancer")
 
 AUGMENTATION_COUNTS = (1, 8, 24)
-FSC_THRESHOLD = 0.143
 _FALSE_ALARM = 0.05  # chance that a map without invented detail has any shell flagged (Bonferroni)
 _MIN_SIGMAS = 3.0  # never flag a shell closer than this many noise standard deviations
 
@@ -301,7 +300,7 @@ def halves_check(raw_half1: Map, raw_half2: Map, enhanced_half1: Map, enhanced_h
     weights = None if mask is None else mask.data
     raw = fsc(raw_half1.data, raw_half2.data, voxel, weights)
     enhanced = fsc(enhanced_half1.data, enhanced_half2.data, voxel, weights)
-    raw_resolution = resolution_at(raw, FSC_THRESHOLD)
+    raw_resolution = resolution_at(raw, HALF_MAP_FSC_THRESHOLD)
     beyond = raw.resolution > 1.0 / raw_resolution
     n_eff = raw.n_voxels * _volume_fraction(weights)
     margin = _sigmas(int(beyond.sum())) * np.sqrt(2.0) / np.sqrt(np.maximum(n_eff / 2.0, 1.0))
@@ -313,7 +312,7 @@ def halves_check(raw_half1: Map, raw_half2: Map, enhanced_half1: Map, enhanced_h
         return float(shared[beyond].sum()) / total if total > 0 else 0.0
 
     return HalvesCheck(raw=raw, enhanced=enhanced, margin=margin, flagged=flagged, raw_resolution=raw_resolution,
-                       enhanced_resolution=resolution_at(enhanced, FSC_THRESHOLD),
+                       enhanced_resolution=resolution_at(enhanced, HALF_MAP_FSC_THRESHOLD),
                        enhanced_shared_beyond=share_beyond(enhanced_half1, enhanced_half2),
                        raw_shared_beyond=share_beyond(raw_half1, raw_half2))
 

@@ -6,7 +6,7 @@ placed on a map's grid. Submodules: ``fourier`` (frequency grid, FSC, phase-rand
 (model maps, molecular mask, phenix's CC_box / CC_mask / CC_volume / CC_peaks, map-model FSC),
 ``agreement`` (the project's one map-model scorer, built on the others).
 """
-from .fourier import (FSCCurve, fsc, fsc_masked_corrected, radial_frequency_grid, randomisation_start, randomise_phases,
+from .fourier import (HALF_MAP_FSC_THRESHOLD, FSCCurve, fsc, fsc_masked_corrected, radial_frequency_grid, randomisation_start, randomise_phases,
                       resolution_at, shared_power)
 from .agreement import ModelAgreement, ModelReference, model_agreement, model_reference
 from .guinier import GuinierFit, apply_bfactor, guinier_bfactor
@@ -16,7 +16,7 @@ from .model import (MapModelCC, map_model_cc, map_model_correlations, map_model_
                     read_structure)
 
 __all__ = [
-    "FSCCurve", "fsc", "fsc_masked_corrected", "radial_frequency_grid", "randomisation_start", "randomise_phases",
+    "HALF_MAP_FSC_THRESHOLD", "FSCCurve", "fsc", "fsc_masked_corrected", "radial_frequency_grid", "randomisation_start", "randomise_phases",
     "resolution_at", "shared_power",
     "ModelAgreement", "ModelReference", "model_agreement", "model_reference",
     "GuinierFit", "apply_bfactor", "guinier_bfactor",

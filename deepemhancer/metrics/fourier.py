@@ -72,7 +72,11 @@ def _shell_spectra(a: np.ndarray, b: np.ndarray, voxel_size: float,
     return shell_sums(a.shape, voxel_size, terms)
 
 
-def resolution_at(curve: FSCCurve, threshold: float = 0.143) -> float:
+# The half-map FSC threshold (Rosenthal & Henderson 2003): the one definition every module uses.
+HALF_MAP_FSC_THRESHOLD = 0.143
+
+
+def resolution_at(curve: FSCCurve, threshold: float = HALF_MAP_FSC_THRESHOLD) -> float:
     """Resolution in Å where ``curve`` first falls below ``threshold``, interpolated linearly in 1/Å.
 
     A curve that starts below the threshold gives its first shell's resolution; one that never falls

@@ -30,10 +30,9 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
-from ..metrics import radial_frequency_grid, randomisation_start, randomise_phases, read_structure
+from ..metrics import HALF_MAP_FSC_THRESHOLD, radial_frequency_grid, randomisation_start, randomise_phases, read_structure
 
-FSC_THRESHOLD = 0.143
-SNR_AT_THRESHOLD = FSC_THRESHOLD / (1.0 - FSC_THRESHOLD)  # FSC = SNR / (1 + SNR) for two halves
+SNR_AT_THRESHOLD = HALF_MAP_FSC_THRESHOLD / (1.0 - HALF_MAP_FSC_THRESHOLD)  # FSC = SNR / (1 + SNR) for two halves
 VOXEL = 1.0  # Å: the models' grid
 LADDER = np.array([2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.5, 10.0, 12.0, 15.0])  # Å, local low-pass steps
 

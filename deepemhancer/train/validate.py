@@ -70,7 +70,7 @@ def evaluate_case(name: str, halves: Sequence[Map], structure_path: Path, model:
     check of a half-map model)."""
     half1, half2 = halves[:2]
     voxel = half1.isotropic_voxel_size
-    resolution = resolution_at(fsc(half1.data, half2.data, voxel), 0.143)
+    resolution = resolution_at(fsc(half1.data, half2.data, voxel))
     reference = model_reference(structure_path, half1, resolution)
     average = 0.5 * (half1.data + half2.data)
     solvent = ~shape_mask(reference.molecule, voxel, dilation_A=8.0).astype(bool)
