@@ -86,14 +86,25 @@ def validate_main(argv: Sequence[str]) -> int:
     _, _, held_out = training_split(config)
     results = []
     structures = validate.smallest(held_out, args.count or len(held_out))
+    if args.emd3488 != "none":  # the real map first: it is in every partial report
+        results.append(validate.emd3488_case(Path(args.emd3488), model, options, args.seed, args.halves_check > 0))
     for i, (structure, resolution) in enumerate((s, r) for s in structures for r in resolutions):
         started = time.monotonic()
         halves = validate.simulated_halves(structure, args.seed, config.settings(), resolution)
         name = structure.name.split("_")[0] + ("" if resolution is None else f"@{resolution:g}")
         results.append(validate.evaluate_case(name, halves, structure, model, options, i < args.halves_check))
         log.info("%s scored in %.0f s", name, time.monotonic() - started)
-    if args.emd3488 != "none":
-        results.append(validate.emd3488_case(Path(args.emd3488), model, options, args.seed, args.halves_check > 0))
+        _write_validation(args, path, results, resolutions)  # a long run can be read as it goes
+    table, stats = _write_validation(args, path, results, resolutions)
+    print(table)
+    print("summary:", json.dumps(stats))
+    return 0
+
+
+def _write_validation(args: argparse.Namespace, model_path: Path, results: list, resolutions: list) -> tuple[str, dict]:
+    """Write OUT.md and OUT.json for the cases scored so far; returns the table and the summary."""
+    from .train import validate
+
     simulated = [r for r in results if r.name != "EMD-3488"]
     table = validate.markdown_table(results)
     stats = validate.summary(simulated) if simulated else {}
@@ -102,15 +113,13 @@ def validate_main(argv: Sequence[str]) -> int:
     Path(f"{args.out}.md").write_text(table + "\nSimulated held-out summary: " + json.dumps(stats) + "\n" + "".join(
         f"At {r} Å: {json.dumps(group)}\n" for r, group in by_resolution.items()))
     Path(f"{args.out}.json").write_text(json.dumps({
-        "model": str(path), "stride": args.stride, "seed": args.seed, "summary": stats,
+        "model": str(model_path), "stride": args.stride, "seed": args.seed, "summary": stats,
         "summary_by_resolution": by_resolution,
         "cases": [{"name": r.name, "resolution": r.resolution, "notes": r.notes,
                    "halves": None if r.halves is None else r.halves.to_dict(),
                    "scores": {a: {m: getattr(s, m) for m in validate.METRICS} for a, s in r.scores.items()}}
                   for r in results]}, indent=1))
-    print(table)
-    print("summary:", json.dumps(stats))
-    return 0
+    return table, stats
 
 
 def _resolutions(text: str) -> list[float | None]:
