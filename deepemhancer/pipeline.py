@@ -236,14 +236,15 @@ def _host_memory_budget() -> int | None:
 def _check_memory(source: Map, voxel_size: float, model: Model, channels: int, stride: int) -> None:
     """ResourceError before any large allocation when the arrays the run holds at once cannot fit.
 
-    Counted: the normalised input, its copy on the model grid, the padded copy and the blending
-    accumulators (total and weight), all float32. Cubes in flight and the network are small beside them.
+    Counted: the normalised input, its copy on the model grid, the padded copy and the blended sum,
+    all float32 (an upper bound: not all live at once). Cubes in flight and the network are small
+    beside them.
     """
     cube, model_voxel = int(model.metadata["cube_size"]), float(model.metadata["voxel_size"])
     grid = resampling.model_grid_shape(source.data.shape, voxel_size, model_voxel)
     padded = [n + after for n, (_, after) in zip(grid, tiling.covering_padding(grid, cube, stride))]
     voxels = [int(np.prod(shape, dtype=np.float64)) for shape in (source.data.shape, grid, padded)]
-    needed = 4 * (channels * sum(voxels) + 2 * voxels[2])
+    needed = 4 * (channels * sum(voxels) + voxels[2])
     budget = _host_memory_budget()
     if budget is not None and needed > budget:
         raise ResourceError(
@@ -309,7 +310,7 @@ def _enhance(source: Map, halves: tuple[Map, Map] | None, model: Model, options:
         padding = tiling.covering_padding(resampled.shape[-3:], cube, stride)
         padded = _per_channel(lambda v: tiling.pad_volume(v, padding, "reflect"), resampled)
         blending, mask_threshold = options.blending or "gaussian", 0.01
-    del normalised
+    del normalised, resampled  # only the padded copy is cut into cubes
 
     origins = tiling.cube_origins(padded.shape[-3:], cube, stride)
     if mask is not None:

@@ -87,32 +87,46 @@ class Blender:
 
     ``blending='legacy'`` starts the weights at one, as the original does, so every voxel is
     divided by ``1 + count``. Voxels that no cube reached come out as 0.
+
+    Only the weighted sum is held at full size: the weights are summed afterwards, a slab of
+    sections at a time, in the order the cubes came, so the result is the same to the bit as with
+    a full weight volume and memory is one volume instead of two.
     """
 
-    def __init__(self, shape: Sequence[int], cube: int, blending: Blending = "count"):
+    def __init__(self, shape: Sequence[int], cube: int, blending: Blending = "count", slab: int = 32):
         self.cube = cube
         self.blending = blending
+        self.slab = slab
         self.total = np.zeros(tuple(shape), dtype=np.float32)
-        self.weight = np.ones(tuple(shape), dtype=np.float32) if blending == "legacy" \
-            else np.zeros(tuple(shape), dtype=np.float32)
+        self.origins: list[tuple[int, int, int]] = []
         self.window = gaussian_window(cube) if blending == "gaussian" else None
 
     def add(self, origin: tuple[int, int, int], prediction: np.ndarray) -> None:
         i, j, k = origin
         region = (slice(i, i + self.cube), slice(j, j + self.cube), slice(k, k + self.cube))
-        if self.window is None:
-            self.total[region] += prediction
-            self.weight[region] += 1.0
-        else:
-            self.total[region] += prediction * self.window
-            self.weight[region] += self.window
+        self.total[region] += prediction if self.window is None else prediction * self.window
+        self.origins.append(origin)
 
     def result(self) -> np.ndarray:
-        """The blended volume; consumes the accumulators (divides in place to bound memory)."""
-        reached = self.weight > 0
-        np.divide(self.total, self.weight, out=self.total, where=reached)
-        self.total[~reached] = 0.0
+        """The blended volume; consumes the accumulator (divides it in place)."""
+        for start in range(0, self.total.shape[0], self.slab):
+            part = self.total[start:start + self.slab]
+            weight = self._weights(start, part.shape)
+            reached = weight > 0
+            np.divide(part, weight, out=part, where=reached)
+            part[~reached] = 0.0
         return self.total
+
+    def _weights(self, start: int, shape: tuple[int, ...]) -> np.ndarray:
+        """The summed weights of sections ``start`` to ``start + shape[0]``."""
+        weight = np.ones(shape, np.float32) if self.blending == "legacy" else np.zeros(shape, np.float32)
+        end = start + shape[0]
+        for i, j, k in self.origins:
+            if i < end and i + self.cube > start:
+                low, high = max(i, start), min(i + self.cube, end)
+                region = (slice(low - start, high - start), slice(j, j + self.cube), slice(k, k + self.cube))
+                weight[region] += 1.0 if self.window is None else self.window[low - i:high - i]
+        return weight
 
 
 def iterate_batches(origins: Sequence[tuple[int, int, int]], batch_size: int) -> Iterator[list[tuple[int, int, int]]]:
