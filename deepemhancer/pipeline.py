@@ -62,6 +62,17 @@ class EnhanceOptions:
     def __post_init__(self) -> None:
         """Every setting is checked here, on its own, before any work; what depends on the model
         is checked by ``enhance``."""
+        self._check_modes()
+        self._check_numbers()
+        if not isinstance(self.gpu_ids, str):
+            raise InputError(f"gpu_ids must be text such as '0', '0,1', 'all' or '-1' (CPU), not {self.gpu_ids!r}",
+                             setting="gpu_ids")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision {self.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}",
+                             setting="precision")
+
+    def _check_modes(self) -> None:
+        """The switches, the normalisation (noise statistics or a mask) and the blending."""
         for name in ("legacy", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, not {getattr(self, name)!r}", setting=name)
@@ -79,6 +90,8 @@ class EnhanceOptions:
         if self.legacy and self.blending is not None:
             raise InputError("legacy mode blends as the original does; the blending choice applies to the "
                              "default mode only", setting="blending")
+
+    def _check_numbers(self) -> None:
         for name in ("stride", "batch_size", "threads"):
             _check_count(getattr(self, name), name)
         if self.cleaning_strength is not None:
@@ -86,12 +99,6 @@ class EnhanceOptions:
                 raise InputError(f"cleaning strength must be a number, not {self.cleaning_strength!r}",
                                  setting="cleaning_strength")
             cleaning.check_strength(self.cleaning_strength)
-        if not isinstance(self.gpu_ids, str):
-            raise InputError(f"gpu_ids must be text such as '0', '0,1', 'all' or '-1' (CPU), not {self.gpu_ids!r}",
-                             setting="gpu_ids")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"precision {self.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}",
-                             setting="precision")
 
 
 def _is_number(value) -> bool:
