@@ -30,7 +30,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so that it cleans up exactly as on Ctrl-C."""
 
 
+_HANDLER_PID = os.getpid()
+
+
 def _raise_terminated(signum, frame):
+    if os.getpid() != _HANDLER_PID:
+        # A forked worker (e.g. the training pool's) inherits the handler; a pool stops its workers
+        # with SIGTERM, which must end them quietly, not as an interrupted run.
+        os._exit(128 + signum)
     raise Terminated
 
 
@@ -343,6 +350,8 @@ def _sigterm_as_interrupt():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _HANDLER_PID
+    _HANDLER_PID = os.getpid()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield

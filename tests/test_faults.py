@@ -667,3 +667,22 @@ def test_stale_temporary_files_are_swept(ws, tmp_path, capsys):
         path.write_bytes(b"half written")
     assert call("-i", ws["map"], "-o", out, *NOISE, *_model_args(ws["model"])) == 0, capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, live.name, other.name])
+
+
+def test_a_forked_worker_ends_quietly_on_sigterm():
+    """Worker processes forked while the CLI's SIGTERM handler is installed (the training pool's) must
+    simply end when their pool stops them, not raise the interrupted-run exception: raised inside the
+    pool's queue lock it left the other workers, and the run, waiting forever."""
+    import time
+
+    from deepemhancer import cli
+
+    with cli._sigterm_as_interrupt():
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child only sleeps until it is stopped
+            time.sleep(30)
+            os._exit(0)
+        time.sleep(0.2)
+        os.kill(child, signal.SIGTERM)
+        _, status = os.waitpid(child, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 128 + signal.SIGTERM
