@@ -41,11 +41,15 @@ def baseline_sharpening(half1: Map, half2: Map) -> SharpenResult:
 def halves_channels(half1: Map, half2: Map) -> np.ndarray:
     """The (2, Z, Y, X) float32 input of a half-map model (see the module docstring)."""
     result = baseline_sharpening(half1, half2)
-    noise = result.filter.apply(0.5 * (half1.data - half2.data))
-    scale = float(np.std(noise, dtype=np.float64)) / NOISE_STD
-    if not (np.isfinite(scale) and scale > 0):
+    difference = 0.5 * (half1.data - half2.data)
+    if not np.any(difference):
         raise InputError("the two half maps are identical, so their noise cannot be measured; give the two "
                          "independently refined half maps")
+    noise = result.filter.apply(difference)
+    scale = float(np.std(noise, dtype=np.float64)) / NOISE_STD
+    if not (np.isfinite(scale) and scale > 0):
+        raise InputError("the two half maps share no signal at any resolution (their FSC is below 0.143 from the "
+                         "lowest shell), so there is nothing to enhance; check that they are two halves of one map")
     baseline = result.map.data
     offset = float(np.median(baseline))
     return np.stack([(baseline - offset) / scale, noise / scale]).astype(np.float32, copy=False)
