@@ -80,7 +80,7 @@ class DeepEMhancerJob(PipelinerJob):
                       "these predictions is the confidence map (1 where they agree)")
         self.joboptions["augmentations"] = MultipleChoiceJobOption(
             label="Predictions of the map", choices=["1", "8", "24"], default_value_index=1,
-            help_text="1: as it is (needs half maps); 8: flipped; 24: rotated",
+            help_text="1: as it is (needs half maps and a single-map model); 8: flipped; 24: rotated",
             deactivate_if=JobOptionCondition([("confidence", "=", False)]))
         self.joboptions["contour_level"] = FloatJobOption(
             label="ChimeraX contour level", default_value=0.1, suggested_min=0.0, suggested_max=1.0,

@@ -97,7 +97,7 @@ def _enhance_parser() -> argparse.ArgumentParser:
                              "OUTPUT_half1.mrc and OUTPUT_half2.mrc (same suffix as -o); costs N+2 enhance runs "
                              "with half maps, N without (N = --confidenceAugmentations)")
     parser.add_argument("--confidenceAugmentations", type=int, choices=(1, 8, 24), default=8,
-                        help="test-time augmentations for --confidence: 1 (none; needs half maps), 8 flips, "
+                        help="test-time augmentations for --confidence: 1 (none; needs half maps and a single-map model), 8 flips, "
                              "24 rotations of the cube")
     parser.add_argument("--precision", choices=("fp32", "tf32", "bf16", "fp16"), default="fp32",
                         help="arithmetic precision of the network")
@@ -299,6 +299,9 @@ def _run_enhance(argv: Sequence[str]) -> int:
     model_json = registry.resolve_model(args.processingType, args.deepLearningModelPath,
                                         masked=args.binaryMask is not None, halves=use_halves)
     pair_model = read_metadata(model_json)["normalization"] == HALVES_NORMALIZATION
+    if args.confidence and args.confidenceAugmentations == 1 and pair_model:
+        parser.error("--confidence with --confidenceAugmentations 1: the half-map model predicts from both halves "
+                     "at once, so one prediction has no spread; give 8 or 24")
     output = Path(args.outputMap)
     outputs = [output]
     if args.confidence:

@@ -42,7 +42,7 @@ from pipeliner.api.manage_project import PipelinerProject
 
 project = PipelinerProject(make_new_project=True)
 job = project.run_job({{"_rlnJobTypeLabel": "{JOB}", "input_map": "half1.mrc", "half_map_2": "half2.mrc",
-                        "gpu_ids": "-1", "confidence": "Yes", "augmentations": "1"}}, run_in_foreground=True)
+                        "gpu_ids": "-1", "confidence": "Yes", "augmentations": "8"}}, run_in_foreground=True)
 out = job.output_dir
 log = "".join(open(os.path.join(out, f)).read()[-500:] for f in ("run.out", "run.err")
               if os.path.exists(os.path.join(out, f)))

@@ -218,3 +218,16 @@ def test_a_checkpoint_restores_the_network_and_optimiser(tmp_path):
         for key, value in values.items():  # moments stored in bf16: equal to bf16 precision
             assert torch.allclose(value, after["state"][index][key].float(), rtol=1e-2, atol=1e-8)
     assert fresh_scheduler.last_epoch == scheduler.last_epoch
+
+
+def test_the_command_line_refuses_one_confidence_prediction_with_the_half_map_model(tmp_path, halves, capsys):
+    from deepemhancer.cli import main
+    from deepemhancer.mapio import write_map
+
+    paths = [write_map(h, tmp_path / f"half{i}.mrc") for i, h in enumerate(halves, 1)]
+    out = tmp_path / "out.mrc"
+    with pytest.raises(SystemExit) as stopped:  # argparse's usage error
+        main(["-i", str(paths[0]), "-i2", str(paths[1]), "-o", str(out), "-g", "-1", "--confidence",
+              "--confidenceAugmentations", "1"])  # the bundled default for half maps is open-halves
+    assert stopped.value.code == 2 and "predicts from both halves at once" in capsys.readouterr().err
+    assert not out.exists()

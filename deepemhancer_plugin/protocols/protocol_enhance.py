@@ -308,6 +308,10 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
             return [unknown_model_message(name) + "."]
         masked = self.normalization.get() == NORM_MASK
         if choice.normalization in accepted_normalizations(masked, self.usesHalfMaps()):
+            if choice.normalization == HALVES_NORMALIZATION and self.confidence.get() \
+                    and AUGMENTATIONS[self.augmentations.get()] == "1":
+                return [f"Model {name!r} predicts from both half maps at once: a confidence map needs 8 or 24 "
+                        "predictions of the map."]
             return []
         if choice.normalization == HALVES_NORMALIZATION:
             return [f"Model {name!r} takes two half maps: give them (or answer Yes to 'Use its half maps "
