@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import io
 import socket
-import threading
 import zipfile
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from deepemhancer.errors import ModelError
 from deepemhancer.models import download, keras_import, registry
 from deepemhancer.models.store import load_network, read_metadata
+from local_http import serving_with
 from official_hd5 import write_official_hd5
 
 NAMES = ("tightTarget", "wideTarget", "highRes", "masked")
@@ -59,19 +58,9 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@contextmanager
 def serving(served: Served):
     """A local HTTP server in a thread, shut down when the block ends."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/deepEMhancerModels_tf2.zip"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    return serving_with(_handler(served), "deepEMhancerModels_tf2.zip")
 
 
 def official_zip(tmp_path: Path, names=NAMES) -> bytes:
@@ -244,17 +233,8 @@ def test_http_error_is_a_one_line_error(tmp_path):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Missing)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/gone.zip"
-        with pytest.raises(ModelError, match="HTTP 404"):
-            download.download_file(url, tmp_path / "gone.zip", progress=False)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving_with(Missing, "gone.zip") as url, pytest.raises(ModelError, match="HTTP 404"):
+        download.download_file(url, tmp_path / "gone.zip", progress=False)
 
 
 def test_default_url_and_override(monkeypatch):

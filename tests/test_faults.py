@@ -18,11 +18,9 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zipfile
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import h5py
@@ -41,6 +39,7 @@ from deepemhancer.models import download, registry
 from deepemhancer.models.keras_import import file_sha256
 from deepemhancer.models.store import load_network, weights_path
 from deepemhancer.pipeline import EnhanceOptions, enhance, load_model
+from local_http import serving_with
 from official_hd5 import write_official_hd5
 from test_cli import density, global_state_kept, save, tiny_model
 from test_download import official_zip
@@ -413,18 +412,8 @@ class Server:
         return Handler
 
 
-@contextmanager
 def serving(server: Server):
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), server.handler())
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/{download.ZIP_NAME}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    return serving_with(server.handler(), download.ZIP_NAME)
 
 
 def _zip_with_damaged_hd5(tmp) -> bytes:
