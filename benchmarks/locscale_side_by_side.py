@@ -12,35 +12,43 @@ LocScale runs in its own virtual environment (Python >= 3.12, outside the reposi
     /work/locscale-venv/bin/pip install torch==2.13.0
     /work/locscale-venv/bin/pip install "locscale==2.4.*"
 
+(the local torch 2.13.0 wheel is CPU-only for Python 3.11, so pip takes the CUDA build for 3.12, about
+5 GB with its NVIDIA libraries; it runs on the CPU here.)
+
 and is called as a subprocess on each pair of half maps (written as MRC to a work folder outside the
-repository), in the modes that run offline (see ``MODES``):
+repository), in LocScale's classic model-free mode, ``--build_using_pseudomodel`` (pseudo-atomic model
+placed in a mask, servalcat ADP refinement against the half maps, its model map the local reference):
 
-- ``pseudomodel``: LocScale's classic model-free mode, ``--build_using_pseudomodel`` (pseudo-atomic
-  model from the FDR confidence mask, servalcat ADP refinement against the half maps, model map as
-  the local reference). servalcat needs a CCP4 monomer library, which LocScale otherwise clones
-  from GitHub at run time (unreachable here); a pseudo-atomic model holds only waters (HOH), so the
-  script writes a monomer library holding HOH alone (``write_monomer_library``: HOH.cif and the O/H
-  atom types of ener_lib.cif, copied from the CCP4 monomer library) and points CLIBD_MON at it.
-- ``noref``: ``--no_reference``, reference-less local sharpening to a constant local B-factor (20 Å²,
-  LocScale's default), which needs nothing outside the package.
+- ``pseudomodel``: as LocScale runs by default in that mode, in its own FDR confidence mask;
+- ``pseudomodel_mapmask``: given (``-ma``) the mask ``deepemhancer.masks.map_mask`` makes from the
+  halves' average, dilated 3 Å (LocScale writes zeros outside its mask, and its FDR mask covers only
+  part of the molecule on these maps).
 
+servalcat needs a CCP4 monomer library, which LocScale otherwise clones from GitHub at run time
+(unreachable here); a pseudo-atomic model holds only waters (HOH), so the script writes a monomer
+library holding HOH alone (``write_monomer_library``: HOH.cif and the O/H atom types of ener_lib.cif,
+copied from the CCP4 monomer library) and points CLIBD_MON at it. ``--no_reference`` (modes ``noref``,
+``noref_mapmask``) runs offline too but writes LocScale's mask, not a sharpened map (NOREF_NOTE).
 LocScale's default half-map mode (EMmerNet prediction of the model map) downloads network weights
 at run time and cannot run here.
 
 Each output map is placed back on the half maps' grid (LocScale writes origin 0 and keeps the
 array; a box of another shape or voxel size is resampled, centre on centre) and scored against the
 atomic model exactly as ``train.validate.evaluate_case`` does, beside the raw average and global
-B-factor sharpening (``halves_input.baseline_sharpening``) on the same halves.
+B-factor sharpening (``halves_input.baseline_sharpening``) on the same halves, and once more after
+the low-pass that ends B-factor sharpening (``+lowpass``: LocScale does not low-pass its output).
 
     .venv/bin/python benchmarks/locscale_side_by_side.py                 # all 25 cases, both modes
-    .venv/bin/python benchmarks/locscale_side_by_side.py --cases 2X9A@3,EMD-3488 --modes noref
+    .venv/bin/python benchmarks/locscale_side_by_side.py --cases 2X9A@3,EMD-3488 --modes pseudomodel
 
 Writes benchmarks/locscale_results/locscale_side_by_side.{json,md} (updated after every case;
-``--resume`` skips cases already in the JSON).
+``--resume`` skips cases already in the JSON; ``--rescore`` scores the recorded LocScale outputs again
+and runs LocScale only for modes a case lacks).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -58,7 +66,9 @@ sys.path.insert(0, str(REPO))
 
 from deepemhancer.halves_input import baseline_sharpening  # noqa: E402
 from deepemhancer.mapio import Map, read_map, write_map  # noqa: E402
-from deepemhancer.metrics import fsc, model_agreement, model_reference, resolution_at  # noqa: E402
+from deepemhancer.metrics import (fsc, model_agreement, model_reference, radial_frequency_grid,  # noqa: E402
+                                  resolution_at)
+from deepemhancer.sharpen import LOWPASS_EDGE_SHELLS, raised_cosine_lowpass  # noqa: E402
 
 SHARED = Path(os.environ.get("DEEPEMHANCER_SHARED_DATA", REPO.parent / "shared" / "data"))
 EMD3488 = SHARED / "maps" / "emd3488"
@@ -68,11 +78,18 @@ RESOLUTIONS = (3.0, 4.5, 6.0)
 SEED = 7
 METRICS = ("fsc05", "cc_mask", "lc5", "lc7")
 
-# mode -> (extra LocScale arguments, needs the monomer library)
+# mode -> (extra LocScale arguments, needs the monomer library, is given a mask made from the map)
 MODES = {
-    "pseudomodel": (["--build_using_pseudomodel"], True),
-    "noref": (["--no_reference"], False),
+    "pseudomodel": (["--build_using_pseudomodel"], True, False),
+    "noref": (["--no_reference"], False, False),
+    "pseudomodel_mapmask": (["--build_using_pseudomodel"], True, True),
+    "noref_mapmask": (["--no_reference"], False, True),
 }
+NOREF_NOTE = ("`--no_reference` is not usable in LocScale 2.4.1: its amplitude scaling ignores the "
+              "`set_local_bfactor` setting and scales every window to the placeholder reference it uses in that "
+              "mode (a map of ones), so the output is its mask (values 0 and 1, e.g. on 2X9A@3 and 1M27@3; "
+              "0 and ±1 on EMD-3488), not a sharpened map; it is left out of the default run.")
+MASK_DILATION_A = 3.0  # the map mask handed to LocScale: masks.map_mask of the average, dilated 3 Å
 
 # A CCP4 monomer library holding water alone: all a pseudo-atomic model contains. HOH.cif as in the
 # CCP4 monomer library (MonomerLibrary/monomers, h/HOH.cif); the atom types it uses (and water's
@@ -206,7 +223,9 @@ def case_names() -> list[str]:
 def run_locscale(venv: Path, folder: Path, mode: str, timeout: float, monlib: Path) -> dict:
     """Run LocScale on folder/half1.mrc, half2.mrc; returns the command, wall time, status and the
     output path (or the reason it failed)."""
-    extra, needs_monlib = MODES[mode]
+    extra, needs_monlib, masked = MODES[mode]
+    if masked:
+        extra = [*extra, "-ma", "map_mask.mrc"]
     output = folder / f"locscale_{mode}.mrc"
     processing = folder / f"{mode}_proc"
     for stale in (output, processing):
@@ -232,9 +251,7 @@ def run_locscale(venv: Path, folder: Path, mode: str, timeout: float, monlib: Pa
         record["returncode"] = None
         record["error"] = f"timed out after {timeout:.0f} s"
     record["wall_s"] = round(time.monotonic() - started, 1)
-    text = log_path.read_text(errors="replace")
-    found = re.search(r"Running LocScale with modality: (\S+)", text)
-    record["modality"] = found.group(1) if found else None
+    text = read_log(record)
     if "error" not in record and (record["returncode"] != 0 or not output.exists()):
         lines = [line for line in text.splitlines() if line.strip()]
         record["error"] = f"exit {record['returncode']}: " + (lines[-1][:300] if lines else "no output")
@@ -242,6 +259,18 @@ def run_locscale(venv: Path, folder: Path, mode: str, timeout: float, monlib: Pa
         record["output"] = str(output)
         shutil.rmtree(processing, ignore_errors=True)  # servalcat's intermediate files: tens of MB a case
     return record
+
+
+def read_log(record: dict) -> str:
+    """LocScale's log of a run; records the modality it ran and the pseudo-atoms it placed."""
+    path = Path(record["log"])
+    text = path.read_text(errors="replace") if path.exists() else ""
+    found = re.search(r"Running LocScale with modality: (\S+)", text)
+    record["modality"] = found.group(1) if found else record.get("modality")
+    found = re.search(r"pseudo-atomic model generator with (\d+) atoms", text)
+    if found:
+        record["pseudo_atoms"] = int(found.group(1))
+    return text
 
 
 def on_grid(path: Path, like: Map) -> tuple[np.ndarray, dict]:
@@ -269,14 +298,23 @@ def on_grid(path: Path, like: Map) -> tuple[np.ndarray, dict]:
     return placed.astype(np.float32), header
 
 
-def alignment_shift(volume: np.ndarray, average: np.ndarray) -> list[int]:
-    """The shift (voxels) of the cross-correlation peak of ``volume`` against the halves' average:
-    (0, 0, 0) when the map lies where the halves do."""
-    a = np.fft.rfftn(volume - volume.mean())
-    b = np.fft.rfftn(average - average.mean())
-    cc = np.fft.irfftn(a * np.conj(b), s=volume.shape)
-    peak = np.unravel_index(int(np.argmax(cc)), cc.shape)
-    return [int(p if p <= n // 2 else p - n) for p, n in zip(peak, cc.shape)]
+def alignment_shift(volume: np.ndarray, reference) -> list[int]:
+    """The whole-voxel shift (each axis -1, 0 or 1) that best correlates ``volume`` with the model map
+    at the input resolution inside the molecular mask: (0, 0, 0) when the map lies where the halves
+    do. (A placement check only; a peak against the halves' average moves with LocScale's mask.)"""
+    inside = reference.molecule > 0.5
+    target = reference.at_resolution[inside]
+    best = max(itertools.product((-1, 0, 1), repeat=3),
+               key=lambda s: (np.corrcoef(np.roll(volume, s, axis=(0, 1, 2))[inside], target)[0, 1], s == (0, 0, 0)))
+    return list(best)
+
+
+def lowpass(volume: np.ndarray, voxel: float, resolution: float) -> np.ndarray:
+    """``volume`` through the raised-cosine low-pass that B-factor sharpening ends with (cut-off at
+    ``resolution`` Å, edge LOWPASS_EDGE_SHELLS shells), nothing else."""
+    edge = LOWPASS_EDGE_SHELLS / (max(volume.shape) * voxel)
+    gain = raised_cosine_lowpass(radial_frequency_grid(volume.shape, voxel), 1.0 / resolution, edge)
+    return np.fft.irfftn(np.fft.rfftn(volume) * gain, s=volume.shape).astype(np.float32)
 
 
 def score(volume: np.ndarray, reference) -> dict:
@@ -284,7 +322,10 @@ def score(volume: np.ndarray, reference) -> dict:
     return {m: float(getattr(agreement, m)) for m in METRICS}
 
 
-def evaluate(name: str, half1: Map, half2: Map, structure: Path, args, monlib: Path) -> dict:
+def evaluate(name: str, half1: Map, half2: Map, structure: Path, args, monlib: Path,
+             previous: dict | None = None) -> dict:
+    """One case: LocScale in each mode (or, with ``previous``, the runs recorded there and their
+    output maps, not run again), every arm scored."""
     folder = args.work / name.replace("@", "_at_")
     folder.mkdir(parents=True, exist_ok=True)
     write_map(half1, folder / "half1.mrc", overwrite=True)
@@ -293,24 +334,48 @@ def evaluate(name: str, half1: Map, half2: Map, structure: Path, args, monlib: P
     resolution = resolution_at(fsc(half1.data, half2.data, voxel), 0.143)
     reference = model_reference(structure, half1, resolution)
     average = 0.5 * (half1.data + half2.data)
+    bfactor = baseline_sharpening(half1, half2)
+    mask_info = None
+    if any(MODES[m][2] for m in args.modes):
+        from deepemhancer.masks import map_mask
+
+        made = map_mask(average, voxel_size=voxel, dilation_A=MASK_DILATION_A)
+        binary = (made.mask >= 0.5).astype(np.float32)
+        write_map(half1.with_data(binary), folder / "map_mask.mrc", overwrite=True)
+        molecule = reference.molecule > 0.5
+        mask_info = {"box_fraction": round(float(binary.mean()), 4),
+                     "molecule_covered": round(float(binary[molecule].mean()), 4)}
     case = {"name": name, "structure": structure.name, "input_fsc0143": float(resolution),
-            "box": list(half1.data.shape), "voxel_size": voxel,
-            "scores": {"raw": score(average, reference),
-                       "bfactor": score(baseline_sharpening(half1, half2).map.data, reference)},
-            "locscale": {}}
+            "lowpass_resolution": bfactor.resolution, "box": list(half1.data.shape), "voxel_size": voxel,
+            "scores": {"raw": score(average, reference), "bfactor": score(bfactor.map.data, reference)},
+            "locscale": {}, "map_mask": mask_info}
     for mode in args.modes:
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: LocScale {mode} ...", flush=True)
-        run = run_locscale(args.locscale_venv, folder, mode, args.timeout, monlib)
-        if "output" in run:
+        if previous and mode in previous["locscale"]:
+            run = {k: v for k, v in previous["locscale"][mode].items()
+                   if k not in ("header", "shift_vs_model", "shift_vs_average", "box_fraction_nonzero",
+                                "molecule_covered")}
+            if run.get("error", "").startswith("scoring failed"):
+                del run["error"]
+            read_log(run)
+        else:
+            print(f"[{time.strftime('%H:%M:%S')}] {name}: LocScale {mode} ...", flush=True)
+            run = run_locscale(args.locscale_venv, folder, mode, args.timeout, monlib)
+        if "output" in run and "error" not in run:
             try:
                 volume, header = on_grid(Path(run["output"]), half1)
                 run["header"] = header
-                run["shift_vs_average"] = alignment_shift(volume, average)
+                run["shift_vs_model"] = alignment_shift(volume, reference)
+                # LocScale writes zeros outside its mask (the FDR confidence mask unless given one)
+                run["box_fraction_nonzero"] = round(float(np.mean(volume != 0)), 4)
+                run["molecule_covered"] = round(float(np.mean(volume[reference.molecule > 0.5] != 0)), 4)
                 case["scores"][f"locscale_{mode}"] = score(volume, reference)
+                case["scores"][f"locscale_{mode}+lowpass"] = score(lowpass(volume, voxel, bfactor.resolution),
+                                                                   reference)
             except Exception as error:  # a map we cannot read or score is a failure of this case
                 run["error"] = f"scoring failed: {type(error).__name__}: {error}"
         case["locscale"][mode] = run
-        print(f"    {run.get('error') or case['scores'][f'locscale_{mode}']} ({run['wall_s']} s)", flush=True)
+        print(f"    {name} {mode}: {run.get('error') or case['scores'][f'locscale_{mode}']} ({run['wall_s']} s)",
+              flush=True)
     return case
 
 
@@ -381,6 +446,7 @@ def markdown(meta: dict, cases: list[dict]) -> str:
     ]
     for mode in meta["modes"]:
         lines.append(f"- `locscale_{mode}`: `{meta['commands'][mode]}` — {meta['mode_notes'][mode]}")
+    lines += [f"- `locscale_<mode>+lowpass`: {meta['lowpass_note']}"]
     lines += ["", "Not run: " + meta["not_run"], ""]
     header = "| case | input FSC0.143 (Å) | map | FSC0.5 (Å) | CC_mask | LC5 | LC7 | LocScale wall (s) |"
     lines += [header, "|---|---|---|---|---|---|---|---|"]
@@ -388,16 +454,17 @@ def markdown(meta: dict, cases: list[dict]) -> str:
     failures = []
     for c in cases:
         for arm in arms:
-            mode = arm.removeprefix("locscale_")
+            mode = arm.removeprefix("locscale_").removesuffix("+lowpass")
             run = c["locscale"].get(mode) if arm.startswith("locscale_") else None
-            wall = f"{run['wall_s']:.0f}" if run else ""
+            wall = f"{run['wall_s']:.0f}" if run and not arm.endswith("+lowpass") else ""
             if arm in c["scores"]:
                 s = c["scores"][arm]
                 lines.append(f"| {c['name']} | {c['input_fsc0143']:.2f} | {arm} | {s['fsc05']:.2f} | "
                              f"{s['cc_mask']:.3f} | {s['lc5']:.3f} | {s['lc7']:.3f} | {wall} |")
-            elif run:
+            elif run and not arm.endswith("+lowpass"):
                 lines.append(f"| {c['name']} | {c['input_fsc0143']:.2f} | {arm} | failed | | | | {wall} |")
-                failures.append(f"- {c['name']}, {arm}: {run.get('error')}")
+                atoms = f"; LocScale placed {run['pseudo_atoms']} pseudo-atom(s)" if "pseudo_atoms" in run else ""
+                failures.append(f"- {c['name']}, {arm} (after {run['wall_s']:.0f} s): {run.get('error')}{atoms}")
     stats = summary(cases)
     lines += ["", f"Medians over the {stats['simulated_cases']} simulated cases (EMD-3488 apart):", "",
               "| map | cases | FSC0.5 (Å) | CC_mask | LC5 | LC7 | beats bfactor on FSC0.5 / CC_mask / LC7 |",
@@ -413,14 +480,22 @@ def markdown(meta: dict, cases: list[dict]) -> str:
     walls = {m: [c["locscale"][m]["wall_s"] for c in cases if m in c["locscale"]] for m in meta["modes"]}
     lines += ["", "LocScale wall time: " + "; ".join(
         f"{m}: {sum(w) / 60:.1f} min over {len(w)} runs (median {np.median(w):.0f} s)" for m, w in walls.items() if w)]
+    for m in meta["modes"]:
+        covered = [c["locscale"][m]["molecule_covered"] for c in cases
+                   if "molecule_covered" in c["locscale"].get(m, {})]
+        if covered:
+            lines += ["", f"LocScale's output is zero outside its mask; `locscale_{m}` is non-zero on a median "
+                      f"{100 * np.median(covered):.0f} % (range {100 * min(covered):.0f}–{100 * max(covered):.0f} %) "
+                      f"of the molecular mask the scores use, over {len(covered)} maps."]
     lines += ["", "Failures: " + ("none" if not failures else ""), *failures]
-    notes = [f"- {c['name']}, {m}: output {r['header']['placement']}; cross-correlation peak with the halves' "
-             f"average at shift {r['shift_vs_average']} voxels"
+    notes = [f"- {c['name']}, {m}: output {r['header']['placement']}; best correlation with the model map "
+             f"at whole-voxel shift {r['shift_vs_model']}"
              for c in cases for m, r in c["locscale"].items()
-             if "header" in r and (r["shift_vs_average"] != [0, 0, 0] or not r["header"]["placement"].startswith("same"))]
+             if "shift_vs_model" in r and (r["shift_vs_model"] != [0, 0, 0]
+                                           or not r["header"]["placement"].startswith("same"))]
     lines += ["", "Placement: every LocScale map kept the half maps' array (same shape and voxel size; LocScale "
-              "writes origin 0, so the array is read on the half maps' grid) and its cross-correlation peak with "
-              "the halves' average lies at zero shift" + (", except:" if notes else "."), *notes]
+              "writes origin 0, so the array is read on the half maps' grid), and it correlates best with the model "
+              "map (inside the molecular mask) unshifted rather than shifted by one voxel along any axes" + (", except:" if notes else "."), *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -430,11 +505,21 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/locscale_cases"),
                         help="folder for the half maps and LocScale's files (outside the repository)")
     parser.add_argument("--cases", default="all", help="comma-separated case names (e.g. 2X9A@3,EMD-3488) or 'all'")
-    parser.add_argument("--modes", default="pseudomodel,noref", help=f"LocScale modes among {', '.join(MODES)}")
+    parser.add_argument("--modes", default="pseudomodel,pseudomodel_mapmask",
+                        help=f"LocScale modes among {', '.join(MODES)} (default pseudomodel,pseudomodel_mapmask; "
+                             "the noref modes write LocScale's mask, see NOREF_NOTE)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per LocScale run (default 900)")
     parser.add_argument("--out", type=Path, default=RESULTS / "locscale_side_by_side")
     parser.add_argument("--resume", action="store_true", help="keep cases already in OUT.json")
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite OUT.md from OUT.json, nothing else")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score again the LocScale outputs that OUT.json records (in --work), without running "
+                             "LocScale again; runs it only for modes a case lacks")
     args = parser.parse_args()
+    if args.markdown_only:
+        recorded = json.loads(args.out.with_suffix(".json").read_text())
+        args.out.with_suffix(".md").write_text(markdown(recorded["meta"], recorded["cases"]))
+        return 0
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in args.modes if m not in MODES]
     if unknown:
@@ -451,15 +536,18 @@ def main() -> int:
     json_path, md_path = args.out.with_suffix(".json"), args.out.with_suffix(".md")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     cases: list[dict] = []
-    if args.resume and json_path.exists():
+    previous: dict[str, dict] = {}
+    if (args.resume or args.rescore) and json_path.exists():
         cases = json.loads(json_path.read_text())["cases"]
-    done = {c["name"] for c in cases}
+        if args.rescore:
+            previous = {c["name"]: c for c in cases}
+    done = set() if args.rescore else {c["name"] for c in cases}
     versions = locscale_versions(args.locscale_venv)
     meta = {
         "machine": machine(), "date": time.strftime("%Y-%m-%d"), "versions": versions, "modes": args.modes,
         "timeout_s": args.timeout,
-        "commands": {m: " ".join(["locscale -hm half1.mrc half2.mrc -o out.mrc -op proc -v", *MODES[m][0]])
-                     for m in args.modes},
+        "commands": {m: " ".join(["locscale -hm half1.mrc half2.mrc -o out.mrc -op proc -v", *MODES[m][0],
+                                  *(["-ma map_mask.mrc"] if MODES[m][2] else [])]) for m in args.modes},
         "mode_notes": {
             "pseudomodel": "LocScale's classic model-free mode: pseudo-atomic model in the FDR confidence mask, "
                            "servalcat ADP refinement against the half maps (10 cycles), model map as the local "
@@ -467,24 +555,34 @@ def main() -> int:
                            "writes (HOH.cif and the O/H atom types of ener_lib.cif, copied from the CCP4 monomer "
                            "library; a pseudo-atomic model holds only HOH), because LocScale otherwise clones "
                            "the full library from GitHub at run time, which this machine cannot reach.",
-            "noref": "reference-less local sharpening: every window scaled to a constant local B-factor "
-                     "(20 Å², LocScale's default); needs nothing outside the package.",
+            "noref": "reference-less local sharpening (LocScale's help: local B-factor set to a constant, 20 Å²). "
+                     + NOREF_NOTE,
+            "pseudomodel_mapmask": "as `locscale_pseudomodel`, but given a mask (`-ma`) instead of LocScale's own "
+                                   "FDR confidence mask (1 % FDR), which on these maps covers only part of the "
+                                   "molecule and LocScale writes zeros outside its mask: the binary mask "
+                                   "`deepemhancer.masks.map_mask` makes from the halves' average (15 Å low-pass, "
+                                   "automatic contour, the connected molecule) dilated by 3 Å; no atomic model used.",
+            "noref_mapmask": "as `locscale_noref`, with the map mask of `locscale_pseudomodel_mapmask`. " + NOREF_NOTE,
         },
+        "lowpass_note": "not a LocScale output: LocScale's map through the raised-cosine low-pass that ends the "
+                        "bfactor arm, at the same resolution (the halves' FSC 0.143), and nothing else; added "
+                        "because LocScale does not low-pass its output and the scores (CC_mask and LC at the "
+                        "input resolution) punish noise beyond it.",
         "not_run": "LocScale's default half-map mode (`locscale -hm half1.mrc half2.mrc -o out.mrc`, modality "
                    "`predict_model_map`: EMmerNet predicts the reference) downloads its network weights at run "
                    "time and fails here with `urllib.error.URLError: <urlopen error [Errno -2] Name or service not "
                    "known>`; `--build_using_pseudomodel --skip_refine` is refused by LocScale itself (\"You have "
-                   "asked to skip ADP refinement ...\").",
+                   "asked to skip ADP refinement ...\"). " + NOREF_NOTE,
     }
     order = {n: i for i, n in enumerate(case_names())}
     started = time.monotonic()
     for name, half1, half2, structure in make_cases(names):
         if name in done:
             continue
-        case = evaluate(name, half1, half2, structure, args, monlib)
-        cases.append(case)
+        case = evaluate(name, half1, half2, structure, args, monlib, previous.get(name))
+        cases = [c for c in cases if c["name"] != name] + [case]
         cases.sort(key=lambda c: order.get(c["name"], len(order)))
-        meta["elapsed_s"] = round(time.monotonic() - started, 1)
+        meta["this_invocation_s"] = round(time.monotonic() - started, 1)
         json_path.write_text(json.dumps({"meta": meta, "summary": summary(cases), "cases": cases}, indent=1) + "\n")
         md_path.write_text(markdown(meta, cases))
     print(md_path.read_text() if md_path.exists() else "no case run")
