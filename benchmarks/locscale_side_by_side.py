@@ -380,13 +380,9 @@ def evaluate(name: str, half1: Map, half2: Map, structure: Path, args, monlib: P
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, CPU only (no GPU), {platform.system()} {platform.release()}"
+    from bench_enhance import machine_description  # benchmarks/ is on the path when run as a script
+
+    return f"{machine_description('-1')}, CPU only (no GPU), {platform.system()} {platform.release()}"
 
 
 def locscale_versions(venv: Path) -> dict:
