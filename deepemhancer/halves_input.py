@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import InputError
 from .mapio import Map
+from .metrics import GuinierRangeError
 from .models.store import HALVES_NORMALIZATION as NORMALIZATION  # the model-JSON name of this input
 from .sharpen import SharpenResult, sharpen
 
@@ -31,9 +32,7 @@ def baseline_sharpening(half1: Map, half2: Map) -> SharpenResult:
     small for a fit at that resolution, the FSC weighting and low-pass alone (B = 0)."""
     try:
         return sharpen(half1, half2, low_resolution=None)
-    except InputError as error:
-        if "Guinier fit" not in str(error):
-            raise
+    except GuinierRangeError as error:
         log.info("no B-factor fit for these half maps (%s): FSC weighting and low-pass only", error)
         return sharpen(half1, half2, b_factor=0.0)
 

@@ -135,17 +135,18 @@ def enhance_with_confidence(map_or_halves: Map | Sequence[Map], model: Model | s
     if not isinstance(model, Model):
         model = load_model(model)
     pair_model = takes_halves(model)
-    transforms = _augmentations_for(augmentations, halves=not isinstance(map_or_halves, Map) and not pair_model)
     halves = _as_halves(map_or_halves)
-    if pair_model:
-        if halves is None:
-            raise InputError(f"model {model.name!r} needs the two half maps; give both")
-        return _pair_confidence(halves, model, options, transforms)
-    source = map_or_halves if halves is None else average_halves(*halves)
-    if options.mask is None and options.noise_stats is None:
+    # A half-map model predicts from the pair; any other model from the average, and each half alone.
+    separate_halves = halves is not None and not pair_model
+    transforms = _augmentations_for(augmentations, halves=separate_halves)
+    if pair_model and halves is None:
+        raise InputError(f"model {model.name!r} needs the two half maps; give both")
+    average = map_or_halves if halves is None else average_halves(*halves)
+    source = halves if pair_model else average
+    if not pair_model and options.mask is None and options.noise_stats is None:
         # Estimated once on the map, exactly as enhance() would, and reused for every prediction.
-        options = dataclasses.replace(options, noise_stats=normalization.noise_statistics_radial(source.data))
-    total = len(transforms) + (0 if halves is None else 2)
+        options = dataclasses.replace(options, noise_stats=normalization.noise_statistics_radial(average.data))
+    total = len(transforms) + (2 if separate_halves else 0)
     spread = _Spread()
     plain = None
     for i, transform in enumerate(transforms, 1):
@@ -155,7 +156,7 @@ def enhance_with_confidence(map_or_halves: Map | Sequence[Map], model: Model | s
             plain = predicted
         spread.add(predicted.data)
     enhanced_halves = None
-    if halves is not None:
+    if separate_halves:
         enhanced_halves = []
         for i, half in enumerate(halves, 1):
             log.info("confidence: prediction %d of %d (half map %d)", len(transforms) + i, total, i)
@@ -163,23 +164,8 @@ def enhance_with_confidence(map_or_halves: Map | Sequence[Map], model: Model | s
             spread.add(enhanced_halves[-1].data)
         enhanced_halves = tuple(enhanced_halves)
     confidence = confidence_from_spread(spread.mean, spread.std())
-    return ConfidenceResult(map=plain, half_maps=enhanced_halves, confidence=source.with_data(confidence),
+    return ConfidenceResult(map=plain, half_maps=enhanced_halves, confidence=average.with_data(confidence),
                             n_predictions=total)
-
-
-def _pair_confidence(halves: tuple[Map, Map], model: Model, options: EnhanceOptions,
-                     transforms: Sequence[Augmentation]) -> ConfidenceResult:
-    """The confidence map of a half-map model: the pair enhanced under each augmentation."""
-    spread = _Spread()
-    plain = None
-    for i, transform in enumerate(transforms, 1):
-        log.info("confidence: prediction %d of %d (%s)", i, len(transforms), transform.name)
-        predicted = _enhance_augmented(halves, model, options, transform)
-        if plain is None:
-            plain = predicted
-        spread.add(predicted.data)
-    return ConfidenceResult(map=plain, half_maps=None, confidence=plain.with_data(confidence_from_spread(
-        spread.mean, spread.std())), n_predictions=len(transforms))
 
 
 def _augmentations_for(n: int, halves: bool) -> list[Augmentation]:
@@ -212,7 +198,8 @@ def _enhance_augmented(source: Map | tuple[Map, Map], model: Model, options: Enh
 
     if options.mask is not None:
         options = dataclasses.replace(options, mask=moved(options.mask))
-    predicted = enhance(moved(source) if isinstance(source, Map) else tuple(moved(h) for h in source), model, options)
+    moved_source = moved(source) if isinstance(source, Map) else tuple(moved(h) for h in source)
+    predicted = enhance(moved_source, model, options)
     return first.with_data(transform.invert(predicted.data))
 
 

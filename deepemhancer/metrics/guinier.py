@@ -43,12 +43,16 @@ class GuinierFit:
         return self.intercept + self.slope * self.s_squared
 
 
+class GuinierRangeError(InputError):
+    """The fit's resolution range holds too few Fourier shells of the map (a small box, a coarse map)."""
+
+
 def guinier_bfactor(volume: np.ndarray, voxel_size: float, low_resolution: float = 10.0,
                     high_resolution: float | None = None) -> GuinierFit:
     """Fit ln(mean |F| per shell) against s² between ``low_resolution`` and ``high_resolution`` Å.
 
     high_resolution: None fits up to Nyquist (2 * voxel_size); RELION's postprocess uses the
-    FSC = 0.143 resolution. Raises InputError when the range holds fewer than 3 shells.
+    FSC = 0.143 resolution. Raises GuinierRangeError when the range holds fewer than 3 shells.
     """
     high = 2.0 * voxel_size if high_resolution is None else float(high_resolution)
     if not (0 < high < low_resolution):
@@ -62,7 +66,7 @@ def guinier_bfactor(volume: np.ndarray, voxel_size: float, low_resolution: float
         ln_amplitude = np.log(mean)
     in_fit = (s >= 1.0 / low_resolution) & (s <= 1.0 / high) & (mean > 0)
     if int(in_fit.sum()) < _MIN_FIT_SHELLS:
-        raise InputError(f"the Guinier fit between {low_resolution:g} and {high:g} Å covers only "
+        raise GuinierRangeError(f"the Guinier fit between {low_resolution:g} and {high:g} Å covers only "
                          f"{int(in_fit.sum())} Fourier shells of this map; widen the range or use a larger box")
     slope, intercept = np.polyfit(s[in_fit] ** 2, ln_amplitude[in_fit], 1)
     return GuinierFit(b_factor=float(-4.0 * slope), intercept=float(intercept), s_squared=s ** 2,

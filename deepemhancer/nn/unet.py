@@ -135,7 +135,8 @@ class UNet(nn.Module):
     def from_architecture(cls, architecture: dict[str, Any]) -> "UNet":
         """Rebuild from `architecture()`'s dict; unknown keys are refused."""
         settings = {k: v for k, v in architecture.items() if k != "type"}
-        unknown = sorted(set(settings) - {"width", "groups", "channels", "kernel_size", "sampling", "in_channels", "residual"})
+        known = {"width", "groups", "channels", "kernel_size", "sampling", "in_channels", "residual"}
+        unknown = sorted(set(settings) - known)
         if unknown:
             raise ModelError(f"the U-Net architecture has unknown settings {', '.join(unknown)}; upgrade deepemhancer")
         try:

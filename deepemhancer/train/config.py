@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InputError
+from ..models.store import HALVES_NORMALIZATION
 from ..nn.unet import SAMPLINGS
 from .simulate import SimulationSettings
 
 LOSSES = ("l1", "mse", "smooth_l1")
-INPUTS = ("average", "sharpened-halves")
+INPUTS = ("average", HALVES_NORMALIZATION)  # the half-map models' input is named as their normalisation
 PRECISIONS = ("fp32", "bf16")
 
 

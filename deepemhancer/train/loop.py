@@ -2,9 +2,10 @@
 checkpoints with resume, a JSON-lines log of losses and validation metrics, and the export of the
 trained network as a model JSON + safetensors.
 
-Checkpoints are one safetensors file: the network's tensors (fp32), the optimiser's moments
-(bf16, to stay small enough to commit) and the RNG state as tensors, everything else (step, time, config, optimiser and scheduler settings) as JSON in its
-metadata. Nothing is unpickled: resuming never runs code from the run folder.
+Checkpoints are one safetensors file: the network's tensors (fp32), the optimiser's moments (bf16,
+to stay small enough to commit) and the RNG state as tensors; everything else (step, time, config,
+optimiser and scheduler settings) as JSON in its metadata. Nothing is unpickled: resuming never
+runs code from the run folder.
 """
 from __future__ import annotations
 
@@ -91,7 +92,7 @@ def training_split(config: TrainConfig) -> tuple[list[Path], list[Path], list[Pa
 
 def build_network(config: TrainConfig) -> UNet:
     """The project's U-Net with this config's width, groups, channels and kernel."""
-    in_channels = HALVES_CHANNELS if config.inputs == "sharpened-halves" else 1
+    in_channels = HALVES_CHANNELS if config.inputs == HALVES_NORMALIZATION else 1
     return UNet(config.width, config.groups, config.channels, config.kernel_size, config.sampling,
                 in_channels=in_channels, residual=config.residual)
 
@@ -190,7 +191,7 @@ def export(network: torch.nn.Module, config: TrainConfig, json_path: Path, step:
     description = config.description or (
         f"CPU-trained small model ({count_parameters(network):,} parameters, {step} steps); simulated "
         f"{config.target}-target training data; see docs/models/{config.name}.md")
-    normalization = HALVES_NORMALIZATION if config.inputs == "sharpened-halves" else "noise"
+    normalization = HALVES_NORMALIZATION if config.inputs == HALVES_NORMALIZATION else "noise"
     metadata = {"name": config.name, "description": description, "architecture": network.architecture(),
                 "normalization": normalization, "cube_size": 64, "stride": 16, "voxel_size": 1.0, "trained": True,
                 "default": False,

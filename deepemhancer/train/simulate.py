@@ -30,9 +30,11 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
-from ..metrics import HALF_MAP_FSC_THRESHOLD, radial_frequency_grid, randomisation_start, randomise_phases, read_structure
+from ..metrics import (HALF_MAP_FSC_THRESHOLD, radial_frequency_grid, randomisation_start, randomise_phases,
+                       read_structure)
 
-SNR_AT_THRESHOLD = HALF_MAP_FSC_THRESHOLD / (1.0 - HALF_MAP_FSC_THRESHOLD)  # FSC = SNR / (1 + SNR) for two halves
+# FSC = SNR / (1 + SNR) for two halves
+SNR_AT_THRESHOLD = HALF_MAP_FSC_THRESHOLD / (1.0 - HALF_MAP_FSC_THRESHOLD)
 VOXEL = 1.0  # Å: the models' grid
 LADDER = np.array([2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.5, 10.0, 12.0, 15.0])  # Å, local low-pass steps
 
