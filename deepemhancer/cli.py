@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
-from .errors import DeepEMhancerError, InputError, ResourceError
+from .errors import DeepEMhancerError, InputError
 
 if TYPE_CHECKING:
     from .mapio import Map
@@ -23,7 +23,8 @@ log = logging.getLogger("deepemhancer")
 FLAGS = {"voxel_size": "-s/--samplingRate", "noise_stats": "--noiseStats", "mask": "-m/--binaryMask",
          "blending": "--blending", "stride": "--stride", "cleaning_strength": "--cleaningStrengh",
          "gpu_ids": "-g/--gpuIds", "batch_size": "-b/--batch_size", "precision": "--precision",
-         "threads": "--threads", "legacy": "--legacy", "overwrite": "--force", "url": "--url"}
+         "threads": "--threads", "legacy": "--legacy", "overwrite": "--force", "url": "--url",
+         "halves": "-i2/--halfMap2", "output": "-o/--outputMap"}
 
 
 class Terminated(KeyboardInterrupt):
@@ -56,12 +57,22 @@ def _enhance_parser() -> argparse.ArgumentParser:
         prog="deepemhancer",
         description="Enhance a cryo-EM map (or two half maps) with DeepEMhancer on PyTorch. "
                     "The output keeps the input's voxel size, origin, nstart and axis order. "
+                    "Several maps (e.g. classes) in one call: -i A.mrc B.mrc ... -o FOLDER (half maps: "
+                    "-i A_half1.mrc B_half1.mrc -i2 A_half2.mrc B_half2.mrc, paired in order); the model is loaded "
+                    "once, FOLDER gets A_deepemhancer.mrc, ..., one line per map says 'enhanced' or 'FAILED' "
+                    "and a failed map does not stop the others (exit status 1 if any failed). "
                     "Model management: 'deepemhancer models {list,download,import}'; measures and a report: "
                     "'deepemhancer evaluate'.",
         formatter_class=_HelpFormatter)
-    parser.add_argument("-i", "--inputMap", help="input map, or half map 1 (unmasked, unsharpened); required")
-    parser.add_argument("-i2", "--halfMap2", help="half map 2; the two halves are averaged")
-    parser.add_argument("-o", "--outputMap", help="output map (.mrc, .map, .mrc.gz); required, never overwritten without --force")
+    parser.add_argument("-i", "--inputMap", nargs="+", action="extend", metavar="MAP",
+                        help="input map, or half map 1 (unmasked, unsharpened); required. Several (listed or -i "
+                             "repeated): each is enhanced, into the folder -o")
+    parser.add_argument("-i2", "--halfMap2", nargs="+", action="extend", metavar="MAP",
+                        help="half map 2; the two halves are averaged. With several -i: one for each, in the same order")
+    parser.add_argument("-o", "--outputMap",
+                        help="output map (.mrc, .map, .mrc.gz); with several -i an existing folder, which gets "
+                             "NAME_deepemhancer.mrc for each input NAME.mrc; required, never overwritten "
+                             "without --force")
     parser.add_argument("-p", "--processingType", default=None,
                         help="model name: tightTarget, wideTarget, highRes (official, when installed) or any "
                              "name from 'deepemhancer models list'; default: tightTarget when installed, "
@@ -242,40 +253,10 @@ def _run_evaluate(argv: Sequence[str]) -> int:
     return 0
 
 
-def _sibling(output: Path, tag: str) -> Path:
-    """``output`` with ``tag`` before its map suffix: out.mrc.gz -> out{tag}.mrc.gz."""
-    from .mapio import MAP_SUFFIXES
-
-    suffix = next(s for s in MAP_SUFFIXES if output.name.lower().endswith(s))
-    return output.with_name(output.name[:-len(suffix)] + tag + output.name[-len(suffix):])
-
-
-def _write_maps(outputs: Sequence[tuple["Map", Path]], force: bool) -> None:
-    """Write every map to a hidden file beside its target, then rename them all: no partial set on failure."""
-    from .mapio import temporary_path, write_map
-
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for m, path in outputs:
-            staged.append((temporary_path(path), path))
-            write_map(m, staged[-1][0])
-        for _, path in staged:
-            if path.exists() and not force:
-                raise InputError(f"output {path} appeared meanwhile; pass --force to overwrite it")
-        for temporary, path in staged:
-            os.replace(temporary, path)
-    except OSError as error:
-        raise ResourceError(f"cannot write {error.filename}: {error.strerror}; check free disk space and "
-                            "write permission") from None
-    finally:
-        for temporary, _ in staged:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
-
-
 def _run_enhance(argv: Sequence[str]) -> int:
-    from .pipeline import EnhanceOptions, enhance, load_model
-    from .mapio import check_output_path, map_file_bytes, read_header, read_map, write_map
+    from . import batch
+    from .pipeline import EnhanceOptions
+    from .mapio import read_map
     from .models import download, registry
     from .models.store import HALVES_NORMALIZATION, read_metadata
 
@@ -302,42 +283,20 @@ def _run_enhance(argv: Sequence[str]) -> int:
     if args.confidence and args.confidenceAugmentations == 1 and pair_model:
         parser.error("--confidence with --confidenceAugmentations 1: the half-map model predicts from both halves "
                      "at once, so one prediction has no spread; give 8 or 24")
-    output = Path(args.outputMap)
-    outputs = [output]
-    if args.confidence:
-        separate_halves = args.halfMap2 and not pair_model  # a half-map model cannot enhance one half alone
-        outputs += [_sibling(output, tag) for tag in ("_confidence",) + (("_half1", "_half2") if separate_halves else ())]
-    size = map_file_bytes(read_header(args.inputMap)[0])
-    for path in outputs:  # fail before the long part, not after it
-        check_output_path(path, args.force, size * len(outputs))
-    model = load_model(model_json)
-    log.info("model %s (%s)", model.name, model_json)
-
-    def read(path: str):
-        m = read_map(path)
-        return m.with_voxel_size(args.samplingRate) if args.samplingRate is not None else m
-
-    inputs = read(args.inputMap)
-    if args.halfMap2:
-        inputs = (inputs, read(args.halfMap2))
-    mask = read(args.binaryMask) if args.binaryMask else None
+    jobs = batch.jobs_for(args.inputMap, args.halfMap2 or [], Path(args.outputMap), confidence=args.confidence,
+                          separate_halves=bool(args.halfMap2) and not pair_model, voxel_size=args.samplingRate)
     options = EnhanceOptions(
-        legacy=args.legacy, noise_stats=tuple(args.noiseStats) if args.noiseStats else None, mask=mask,
+        legacy=args.legacy, noise_stats=tuple(args.noiseStats) if args.noiseStats else None,
+        mask=read_map(args.binaryMask, args.samplingRate) if args.binaryMask else None,
         blending=args.blending, stride=args.stride,
         cleaning_strength=None if args.cleaningStrengh == -1 else args.cleaningStrengh,
         gpu_ids=args.gpuIds, batch_size=args.batch_size, precision=args.precision, threads=args.threads,
         progress=not args.quiet)
-    if args.confidence:
-        from .trust import enhance_with_confidence
-
-        found = enhance_with_confidence(inputs, model, options, args.confidenceAugmentations)
-        _write_maps(list(zip([found.map, found.confidence, *(found.half_maps or ())], outputs)), args.force)
-        log.info("wrote %s", ", ".join(str(p) for p in outputs))
-    else:
-        write_map(enhance(inputs, model, options), output, overwrite=args.force)
-        log.info("wrote %s", output)
-    if not model.metadata.get("trained", True):
-        log.warning("%s was made by an UNTRAINED demonstration network, not a real enhancement", output)
+    settings = dict(augmentations=args.confidenceAugmentations if args.confidence else None, overwrite=args.force)
+    if len(jobs) > 1:
+        return batch.command_line(jobs, model_json, options, describe=_error_text, **settings)
+    batch.run(jobs, model_json, options, keep_going=False, **settings,
+              report=lambda outcome: log.info("wrote %s", ", ".join(map(str, outcome.written))))
     return 0
 
 
@@ -345,6 +304,17 @@ def _message(error: DeepEMhancerError) -> str:
     """The error's line, naming the flag of the setting at fault."""
     flag = FLAGS.get(error.setting or "")
     return f"{error} ({flag})" if flag and flag not in str(error) else str(error)
+
+
+def _error_text(error: BaseException) -> str:
+    """The one line (after 'error: ') for an error that ends a run or fails one map of a batch."""
+    if isinstance(error, DeepEMhancerError):
+        return _message(error)
+    if isinstance(error, MemoryError):
+        return "out of memory; close other programs, crop the box, or use a machine with more memory"
+    where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+    # OSError: the disk or the file system failed where no check could foresee it
+    return f"{where}{getattr(error, 'strerror', None) or error}; check free disk space and permissions"
 
 
 @contextlib.contextmanager
@@ -368,21 +338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _sigterm_as_interrupt():
             return _dispatch(argv)
-    except DeepEMhancerError as error:
-        print(f"deepemhancer: error: {_message(error)}", file=sys.stderr)
-        return 1
-    except OSError as error:  # the disk or the file system failed where no check could foresee it
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"deepemhancer: error: {where}{error.strerror or error}; check free disk space and permissions",
-              file=sys.stderr)
-        return 1
-    except MemoryError:
-        print("deepemhancer: error: out of memory; close other programs, crop the box, or use a machine with "
-              "more memory", file=sys.stderr)
+    except (DeepEMhancerError, OSError, MemoryError) as error:
+        print(f"deepemhancer: error: {_error_text(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:
         terminated = isinstance(stop, Terminated)
-        print(f"deepemhancer: {'terminated' if terminated else 'interrupted'}; no output was written", file=sys.stderr)
+        what = stop.args[0] if stop.args else "no output was written"
+        print(f"deepemhancer: {'terminated' if terminated else 'interrupted'}; {what}", file=sys.stderr)
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     finally:
         _restore_logger(logger_state)

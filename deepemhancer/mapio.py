@@ -24,6 +24,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import mrcfile
 import numpy as np
@@ -154,8 +155,9 @@ def check_voxel_size(size, what: str) -> None:
                          "give the map's real voxel size, e.g. 1.06", setting="voxel_size")
 
 
-def read_map(path: str | Path) -> Map:
-    """Read an MRC/CCP4 map (optionally gzipped) as float32 with its geometry.
+def read_map(path: str | Path, voxel_size: float | None = None) -> Map:
+    """Read an MRC/CCP4 map (optionally gzipped) as float32 with its geometry; ``voxel_size``, when
+    given and different from the header's, replaces it (``Map.with_voxel_size``).
 
     Raises InputError, with one line saying what to do, for anything that is not a finite,
     real-valued 3D map.
@@ -165,7 +167,10 @@ def read_map(path: str | Path) -> Map:
     geometry = _geometry_from_header(path, header)
     array = _as_float32(data)
     _check_finite(array, str(path))
-    return Map(array, geometry)
+    m = Map(array, geometry)
+    if voxel_size is not None and not np.allclose(geometry.voxel_size, voxel_size, rtol=_VOXEL_RTOL, atol=0.0):
+        m = m.with_voxel_size(voxel_size)
+    return m
 
 
 def read_header(path: str | Path) -> tuple[tuple[int, int, int], Geometry]:
@@ -223,6 +228,28 @@ def write_map(m: Map, path: str | Path, overwrite: bool = False) -> Path:
         _remove_quietly(temporary)
         raise
     return path
+
+
+def write_maps(outputs: Sequence[tuple[Map, Path]], overwrite: bool = False) -> None:
+    """Write maps that belong together (a map and its confidence map, ...): every one goes to a hidden
+    file beside its target and all are renamed at the end, so a failure leaves none of them."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for m, path in outputs:
+            staged.append((temporary_path(Path(path)), Path(path)))
+            write_map(m, staged[-1][0])
+        for _, path in staged:
+            if path.exists() and not overwrite:
+                raise InputError(f"output {path} appeared meanwhile; allow overwriting it or choose another name",
+                                 setting="overwrite")
+        for temporary, path in staged:
+            os.replace(temporary, path)
+    except OSError as error:
+        raise ResourceError(f"cannot write {error.filename}: {error.strerror}; check free disk space and "
+                            "write permission") from None
+    finally:
+        for temporary, _ in staged:
+            _remove_quietly(temporary)
 
 
 def check_same_grid(a: Map, b: Map, what_a: str, what_b: str, *, advice: str | None = None) -> None:
