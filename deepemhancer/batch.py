@@ -42,6 +42,11 @@ class Job:
     def __post_init__(self) -> None:
         if len(self.inputs) not in (1, 2):
             raise InputError(f"give one map or two half maps, not {len(self.inputs)}")
+        paths = {"inputs": tuple(Path(p) for p in self.inputs), "output": Path(self.output),
+                 "confidence": Path(self.confidence) if self.confidence else None,
+                 "enhanced_halves": tuple(Path(p) for p in self.enhanced_halves) if self.enhanced_halves else None}
+        for name, value in paths.items():  # paths as given (text or Path), kept as Paths
+            object.__setattr__(self, name, value)
 
     @property
     def outputs(self) -> tuple[Path, ...]:
@@ -66,6 +71,17 @@ class Outcome:
         return self.error is None
 
 
+def error_text(error: BaseException) -> str:
+    """One line for one of FAILURES: a DeepEMhancerError's own message, or what a failed disk or a
+    lack of memory means for the user."""
+    if isinstance(error, MemoryError):
+        return "out of memory; close other programs, crop the box, or use a machine with more memory"
+    if isinstance(error, OSError):  # the disk or the file system failed where no check could foresee it
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or error}; check free disk space and permissions"
+    return str(error)
+
+
 def sibling(output: Path, tag: str) -> Path:
     """``output`` with ``tag`` before its map suffix: out.mrc.gz -> out{tag}.mrc.gz."""
     stem, suffix = _split_suffix(output.name)
@@ -77,7 +93,7 @@ def named_job(inputs: Sequence[str | Path], output: Path, *, confidence: bool = 
     """A job writing ``output`` and, for a confidence map, OUTPUT_confidence beside it (and OUTPUT_half1,
     OUTPUT_half2 when the halves are enhanced on their own)."""
     halves = (sibling(output, "_half1"), sibling(output, "_half2")) if confidence and separate_halves else None
-    return Job(tuple(Path(p) for p in inputs), output, confidence=sibling(output, "_confidence") if confidence else None,
+    return Job(tuple(inputs), output, confidence=sibling(output, "_confidence") if confidence else None,
                enhanced_halves=halves, voxel_size=voxel_size)
 
 

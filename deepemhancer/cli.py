@@ -308,13 +308,9 @@ def _message(error: DeepEMhancerError) -> str:
 
 def _error_text(error: BaseException) -> str:
     """The one line (after 'error: ') for an error that ends a run or fails one map of a batch."""
-    if isinstance(error, DeepEMhancerError):
-        return _message(error)
-    if isinstance(error, MemoryError):
-        return "out of memory; close other programs, crop the box, or use a machine with more memory"
-    where = f"{error.filename}: " if getattr(error, "filename", None) else ""
-    # OSError: the disk or the file system failed where no check could foresee it
-    return f"{where}{getattr(error, 'strerror', None) or error}; check free disk space and permissions"
+    from .batch import error_text
+
+    return _message(error) if isinstance(error, DeepEMhancerError) else error_text(error)
 
 
 @contextlib.contextmanager

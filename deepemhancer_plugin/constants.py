@@ -23,10 +23,12 @@ OUTPUT_VOLUME = "outputVolume"
 OUTPUT_FSC = "outputFSC"
 OUTPUT_MASK = "outputMask"
 OUTPUT_CONFIDENCE = "outputConfidence"
+OUTPUT_VOLUMES = "outputVolumes"  # enhance on a set of volumes
 
 # Input choices shared by the protocols that take half maps.
 INPUT_VOLUME = 0  # one Volume (its map, or the half maps attached to it)
 INPUT_TWO_HALVES = 1  # two Volumes, one per half map
+INPUT_SET = 2  # enhance only: a SetOfVolumes, each volume as INPUT_VOLUME
 
 # Enhance: normalisation of the input.
 NORM_AUTO = 0
@@ -56,6 +58,8 @@ FSC_THRESHOLD = HALF_MAP_FSC_THRESHOLD  # the engine's one definition
 ENHANCED_FILE = "enhanced.mrc"
 ENHANCED_HALF_FILES = ("enhanced_half1.mrc", "enhanced_half2.mrc")
 CONFIDENCE_FILE = "confidence.mrc"
+ENHANCED_SET_FILE = "enhanced_{:06d}.mrc"  # enhance on a set: the volume of this id
+SET_OUTCOMES_FILE = "enhanced_set.json"  # enhance on a set: the file written, or the error, of each volume
 HALVES_CHECK_FILE = "halves_check.json"
 AVERAGE_FILE = "average.mrc"
 SHARPENED_FILE = "sharpened.mrc"

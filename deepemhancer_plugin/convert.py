@@ -11,7 +11,6 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 from pwem.objects import FSC, Transform, Volume
 
 _FILE_TYPE = re.compile(r":(mrc|mrcs|map|ccp4|vol|spi|em|hdf|hdf5|st|ali|rec)$")
@@ -31,10 +30,7 @@ def read_volume_file(filename: str, sampling: float | None = None):
     """The engine Map of a file; Scipion's sampling rate (when given) replaces the header's voxel size."""
     from deepemhancer.mapio import read_map
 
-    m = read_map(map_path(filename))
-    if sampling and not np.allclose(m.geometry.voxel_size, sampling, rtol=1e-4, atol=0.0):
-        m = m.with_voxel_size(sampling)
-    return m
+    return read_map(map_path(filename), sampling or None)
 
 
 def origin_shifts(volume: Volume) -> tuple[float, float, float]:

@@ -3,15 +3,15 @@ from __future__ import annotations
 import os
 
 from pwem.emlib.image import ImageHandler
-from pwem.objects import Volume
+from pwem.objects import SetOfVolumes, Volume
 from pwem.protocols import ProtAnalysis3D
 from pyworkflow.protocol import params
 
 from .. import Plugin, __version__
 from ..constants import (AUGMENTATIONS, BLENDINGS, CONFIDENCE_FILE, CPU_DEVICE, DEFAULT_DEVICE, DEFAULT_MASKED_MODEL,
-                         DEFAULT_MODEL, ENHANCED_FILE, ENHANCED_HALF_FILES, HALVES_CHECK_FILE, NORM_AUTO, NORM_MASK,
-                         NORM_NOISE_STATS, NORMALIZATION_CHOICES, OUTPUT_CONFIDENCE, OUTPUT_VOLUME, PRECISIONS,
-                         RECOMMENDED_MODEL)
+                         DEFAULT_MODEL, ENHANCED_FILE, ENHANCED_HALF_FILES, ENHANCED_SET_FILE, HALVES_CHECK_FILE,
+                         NORM_AUTO, NORM_MASK, NORM_NOISE_STATS, NORMALIZATION_CHOICES, OUTPUT_CONFIDENCE,
+                         OUTPUT_VOLUME, OUTPUT_VOLUMES, PRECISIONS, RECOMMENDED_MODEL, SET_OUTCOMES_FILE)
 from ..convert import (is_mrc, map_path, origin_shifts, output_volume, placed_as_in_scipion, read_json,
                        read_volume_file, write_json)
 from .inputs import HalfMapInput
@@ -21,9 +21,10 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
     """Enhances a cryo-EM map with DeepEMhancer (Sanchez-Garcia et al., Communications Biology 2021), a 3D
     U-Net that suppresses noise around the molecule and sharpens it locally, on PyTorch.
 
-    Give the unfiltered, unsharpened, unmasked map of a refinement, or better its two half maps. The
-    output keeps the input's box, sampling rate and origin; its values are in the network's
-    normalised units. An enhanced map helps interpretation and model building; it is not
+    Give the unfiltered, unsharpened, unmasked map of a refinement, or better its two half maps, or a
+    set of volumes (e.g. the classes of a 3D classification: each is enhanced on its own, the model
+    loaded once, into a set of volumes). The output keeps the input's box, sampling rate and origin;
+    its values are in the network's normalised units. An enhanced map helps interpretation and model building; it is not
     experimental density: check it against the raw and the B-factor-sharpened maps (Analyze results).
 
     Normalisation: 'automatic' estimates the solvent noise from the map (it may fail on hollow or
@@ -37,7 +38,8 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
     """
     _label = "enhance"
     _acceptsWholeMap = True
-    _possibleOutputs = {OUTPUT_VOLUME: Volume, OUTPUT_CONFIDENCE: Volume}
+    _acceptsSets = True
+    _possibleOutputs = {OUTPUT_VOLUME: Volume, OUTPUT_CONFIDENCE: Volume, OUTPUT_VOLUMES: SetOfVolumes}
 
     # --------------------------- DEFINE param functions --------------------------------
     def _defineParams(self, form):
@@ -126,6 +128,10 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
     # --------------------------- INSERT steps functions --------------------------------
     def _insertAllSteps(self):
         # The settings travel with the step, so that 'continue' recomputes only when they change.
+        if self.usesSet():
+            self._insertFunctionStep(self.enhanceSetStep, self.getSetSources(), self._settings())
+            self._insertFunctionStep(self.createSetOutputStep, needsGPU=False)
+            return
         sources, sampling = self._sourceFiles(), self.getReferenceVolume().getSamplingRate()
         self._insertFunctionStep(self.enhanceStep, sources, sampling, self._settings())
         if self._enhancesHalves():
@@ -160,7 +166,15 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
                 list(origin_shifts(self.getReferenceVolume()))]
 
     def _enhancesHalves(self) -> bool:
-        return bool(self.confidence.get()) and self.usesHalfMaps()
+        """Whether each half map is also enhanced on its own: with the confidence map, from half maps,
+        by a single-map model (a half-map model needs both halves for every prediction)."""
+        from deepemhancer.models.store import HALVES_NORMALIZATION
+
+        from ..models import find_choice
+
+        choice = find_choice(self.getModelName())
+        return bool(self.confidence.get()) and self.usesHalfMaps() and not self.usesSet() \
+            and choice is not None and choice.normalization != HALVES_NORMALIZATION
 
     def getModelName(self) -> str:
         """The chosen model; the recommended one is resolved for this run's input (models.default_model_name)."""
@@ -173,39 +187,65 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
 
     # --------------------------- STEPS functions ---------------------------------------
     def enhanceStep(self, sources, sampling, settings):
-        """One call of the engine's pipeline.
+        """The engine's batch on one job: the map (or half maps) enhanced, with the confidence map
+        and the enhanced halves when asked; the engine's error ends the step.
 
         A function step rather than runJob of the command line: the run is already a process of its
         own (started locally, or by the queue system through hosts.conf on the node that has the
         GPU), so GPU memory is released when it ends; and the engine's errors reach the run's log
         and error message as the engine's one clear line, with nothing to quote or parse.
         """
-        from deepemhancer.mapio import write_map
-        from deepemhancer.pipeline import enhance
+        from deepemhancer.batch import Job
+
+        confidence = settings["augmentations"] is not None
+        halves = tuple(self._getExtraPath(name) for name in ENHANCED_HALF_FILES)
+        job = Job(tuple(sources), self._getExtraPath(ENHANCED_FILE),
+                  confidence=self._getExtraPath(CONFIDENCE_FILE) if confidence else None,
+                  enhanced_halves=halves if confidence and len(sources) == 2 else None, voxel_size=sampling)
+        outcome, = self._runEngine([job], settings, keep_going=False)
+        return [str(path) for path in outcome.written]
+
+    def enhanceSetStep(self, sources, settings):
+        """Every volume of the set through the engine's batch (one model load): a volume that fails is
+        recorded, with the engine's reason, and the others go on; the step fails only if all do."""
+        from deepemhancer.batch import Job, error_text
+        from deepemhancer.errors import DeepEMhancerError
+
+        jobs = [Job(tuple(files), self._getExtraPath(ENHANCED_SET_FILE.format(volumeId)), voxel_size=sampling)
+                for volumeId, files, sampling in sources]
+
+        def log(outcome):
+            self.info(f"{outcome.job.name}: " + (f"enhanced into {outcome.job.output}" if outcome.ok
+                                                 else f"FAILED: {error_text(outcome.error)}"))
+
+        outcomes = self._runEngine(jobs, settings, keep_going=True, report=log)
+        record = {str(volumeId): ({"file": str(outcome.job.output)} if outcome.ok
+                                  else {"error": error_text(outcome.error)})
+                  for (volumeId, _, _), outcome in zip(sources, outcomes)}
+        write_json(self._getExtraPath(SET_OUTCOMES_FILE), record)
+        if not any(outcome.ok for outcome in outcomes):
+            raise DeepEMhancerError("no volume of the set could be enhanced: "
+                                    + "; ".join(f"volume {key}: {entry['error']}" for key, entry in record.items()))
+        return [entry["file"] for entry in record.values() if "file" in entry]
+
+    def _runEngine(self, jobs, settings: dict, **how):
+        """``deepemhancer.batch.run`` with this run's model and options; files are replaced (reruns)."""
+        from deepemhancer.batch import run
 
         from ..models import resolve_model
 
-        maps = [read_volume_file(path, sampling) for path in sources]
-        source, model = maps[0] if len(maps) == 1 else maps, resolve_model(settings["model"])
-        options = self._engineOptions(settings, maps[0])
-        if settings["augmentations"] is None:
-            return str(write_map(enhance(source, model, options), self._getExtraPath(ENHANCED_FILE), overwrite=True))
-        from deepemhancer.trust import enhance_with_confidence
+        options = self._engineOptions(settings, jobs[0].inputs[0], jobs[0].voxel_size)
+        return run(jobs, resolve_model(settings["model"]), options, augmentations=settings["augmentations"],
+                   overwrite=True, **how)
 
-        result = enhance_with_confidence(source, model, options, augmentations=settings["augmentations"])
-        written = [(result.map, ENHANCED_FILE), (result.confidence, CONFIDENCE_FILE)]
-        written += list(zip(result.half_maps or (), ENHANCED_HALF_FILES))
-        return [str(write_map(m, self._getExtraPath(name), overwrite=True)) for m, name in written]
-
-    def _engineOptions(self, settings: dict, like):
+    def _engineOptions(self, settings: dict, source, sampling: float):
         """The engine's EnhanceOptions: the stored settings, plus this run's devices and threads."""
-        from deepemhancer.mapio import read_map
         from deepemhancer.pipeline import EnhanceOptions
 
         return EnhanceOptions(
             legacy=settings["legacy"],
             noise_stats=tuple(settings["noise_stats"]) if settings["noise_stats"] else None,
-            mask=self._binaryMask(settings, like),
+            mask=self._binaryMask(settings, source, sampling),
             blending=settings["blending"],
             stride=settings["stride"],
             cleaning_strength=settings["cleaning_strength"],
@@ -216,8 +256,9 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         )
 
     @staticmethod
-    def _binaryMask(settings: dict, like):
-        """The mask of binary-mask normalisation: the given one, or made from the atomic model on the map's grid."""
+    def _binaryMask(settings: dict, source, sampling: float):
+        """The mask of binary-mask normalisation: the given one, or made from the atomic model on the
+        grid of the map ``source`` (the first of a set)."""
         from deepemhancer.mapio import read_map
         from deepemhancer.masks import model_mask
 
@@ -226,6 +267,7 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         if not settings.get("mask_model"):  # runs stored before atomic models were accepted lack the key
             return None
         structure, resolution, shifts = settings["mask_model"]
+        like = read_volume_file(str(source), sampling)
         # Atoms are placed where Scipion shows the map: at Scipion's origin.
         return like.with_data(model_mask(structure, placed_as_in_scipion(like, shifts), resolution))
 
@@ -250,6 +292,26 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
             for output in outputs.values():
                 self._defineTransformRelation(pointer, output)
 
+    def createSetOutputStep(self):
+        """The enhanced volumes as a set: each with its input's id, sampling rate and origin."""
+        outcomes = self.getSetOutcomes()
+        inputs = self.inputVolumes.get()
+        volumes = self._createSetOfVolumes()
+        volumes.copyInfo(inputs)
+        for item in inputs.iterItems():
+            entry = outcomes.get(str(item.getObjId()), {})
+            if "file" in entry:
+                volume = output_volume(entry["file"], item)
+                volume.setObjId(item.getObjId())
+                volumes.append(volume)
+        self._defineOutputs(**{OUTPUT_VOLUMES: volumes})
+        self._defineTransformRelation(self.inputVolumes, volumes)
+
+    def getSetOutcomes(self) -> dict:
+        """Of a run on a set: volume id (text) -> {"file": the enhanced map} or {"error": why it failed}."""
+        path = self._getExtraPath(SET_OUTCOMES_FILE)
+        return read_json(path) if os.path.exists(path) else {}
+
     def getHalvesCheck(self) -> dict | None:
         """The independent-halves check of a finished run (engine's HalvesCheck.to_dict), if made."""
         path = self._getExtraPath(HALVES_CHECK_FILE)
@@ -266,7 +328,7 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
     # --------------------------- INFO functions ----------------------------------------
     def _validate(self):
         errors = self._validateInput()
-        sources = [] if errors else self._sourceFiles()
+        sources = [] if errors else (self.getSetSources()[0][1] if self.usesSet() else self._sourceFiles())
         normalization = self.normalization.get()
         if normalization == NORM_NOISE_STATS and not (self.noiseStd.get() or 0) > 0:
             errors.append("The noise standard deviation must be positive.")
@@ -277,6 +339,10 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         if self.confidence.get() and AUGMENTATIONS[self.augmentations.get()] == "1" and not self.usesHalfMaps():
             errors.append("A confidence map needs at least two predictions: use half maps, or 8 or 24 predictions "
                           "of the map.")
+        if self.confidence.get() and self.usesSet():
+            errors.append("The confidence map is made for one volume at a time: for a set of volumes answer No to "
+                          "'Enhance the halves on their own and map the confidence?', or enhance the volumes one "
+                          "by one.")
         if (self.batchSize.get() or 0) < 0 or (self.stride.get() or 0) < 0:
             errors.append("Batch size and stride must be 0 (automatic) or positive.")
         return errors + self._validateModel()
@@ -337,6 +403,12 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         if self.hasAttribute(OUTPUT_VOLUME):
             summary.append(f"Output: {OUTPUT_VOLUME} (in the network's normalised units; compare it with the raw "
                            f"and sharpened maps through Analyze results)")
+        outcomes = self.getSetOutcomes() if self.usesSet() else {}
+        if outcomes:
+            enhanced = sum("file" in entry for entry in outcomes.values())
+            summary.append(f"Output: {OUTPUT_VOLUMES}, {enhanced} of {len(outcomes)} volumes enhanced (in the "
+                           f"network's normalised units)")
+            summary += [f"Volume {key} failed: {entry['error']}" for key, entry in outcomes.items() if "error" in entry]
         if self.hasAttribute(OUTPUT_CONFIDENCE):
             summary.append(f"Confidence map: {OUTPUT_CONFIDENCE} (1 where the independent predictions agree)")
         check = self.getHalvesCheck()
@@ -345,9 +417,13 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         return summary
 
     def _methods(self):
-        if not self.hasAttribute(OUTPUT_VOLUME):
+        if self.hasAttribute(OUTPUT_VOLUMES):
+            what = f"The {getattr(self, OUTPUT_VOLUMES).getSize()} maps were each"
+        elif self.hasAttribute(OUTPUT_VOLUME):
+            what = "The map was"
+        else:
             return []
-        return [f"The map was post-processed with DeepEMhancer [SanchezGarcia2021] (PyTorch implementation, "
+        return [f"{what} post-processed with DeepEMhancer [SanchezGarcia2021] (PyTorch implementation, "
                 f"Scipion plugin {__version__}), model {self.getModelName()}, "
                 f"{self._normalizationText()} normalisation, "
                 f"{'legacy' if self.legacy.get() else 'corrected'} pipeline."]

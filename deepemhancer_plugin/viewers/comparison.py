@@ -2,7 +2,8 @@
 its half-map FSC, and a ChimeraX script that puts them side by side.
 
 Runs of this plugin belong to one comparison when they work on the same half maps (or, without
-halves, the same input map): their ``getChainKey()`` is equal.
+halves, the same input map): their ``getChainKey()`` is equal. An enhancement of a set of volumes
+is compared on its own: each volume beside its enhanced map.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import FSC_THRESHOLD, OUTPUT_CONFIDENCE
+from ..constants import FSC_THRESHOLD, OUTPUT_CONFIDENCE, OUTPUT_VOLUMES
 from ..convert import map_path, origin_shifts, read_volume_file
 from ..protocols import ProtDeepEMhancer, ProtDeepEMhancerHalfMapFSC, ProtDeepEMhancerMask, ProtDeepEMhancerSharpen
 
@@ -58,7 +59,7 @@ def _contributions(run, chain: Chain) -> None:
         result = run.getResult()
         chain.maps.append(_entry("sharpened", f"sharpened, B {result['b_factor']:.0f} Å² ({tag})", run.outputVolume))
         chain.curves[f"half maps, {'masked' if result['masked'] else 'unmasked'} ({tag})"] = result
-    elif isinstance(run, ProtDeepEMhancer):
+    elif isinstance(run, ProtDeepEMhancer) and not run.usesSet():
         if not run.usesHalfMaps():
             chain.maps.append(_entry("raw", f"input map ({tag})", run.inputVolume.get()))
         chain.maps.append(_entry("enhanced", f"DeepEMhancer {run.getModelName()} ({tag})", run.outputVolume,
@@ -83,6 +84,21 @@ def collect_chain(target, runs) -> Chain:
     raws = [m for m in chain.maps if m.kind == "raw"][:1]
     others = list({m.path: m for m in chain.maps if m.kind != "raw"}.values())
     chain.maps = raws + sorted(others, key=lambda m: m.kind != "sharpened")
+    return chain
+
+
+def set_chain(run) -> Chain:
+    """An enhancement of a set of volumes: each enhanced volume after the volume it was made from."""
+    chain = Chain()
+    enhanced = getattr(run, OUTPUT_VOLUMES, None)
+    if enhanced is None:
+        return chain
+    inputs = run.inputVolumes.get()
+    for volume in enhanced.iterItems():
+        number = volume.getObjId()
+        chain.maps += [_entry("raw", f"volume {number}", inputs[number]),
+                       _entry("enhanced", f"volume {number}, enhanced", volume)]
+    chain.sampling = float(enhanced.getSamplingRate())
     return chain
 
 

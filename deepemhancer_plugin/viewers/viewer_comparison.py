@@ -77,6 +77,8 @@ class DeepEMhancerComparisonViewer(EmProtocolViewer):
                 "displayChimerax": self._showChimerax}
 
     def _chain(self) -> comparison.Chain:
+        if isinstance(self.protocol, ProtDeepEMhancer) and self.protocol.usesSet():
+            return comparison.set_chain(self.protocol)
         chain = comparison.collect_chain(self.protocol, self.getProject().getRuns())
         reference = self.protocol.getReferenceVolume()
         if reference is not None:
