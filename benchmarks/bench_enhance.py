@@ -106,17 +106,16 @@ def _lifetime_peak_mib() -> float:
 def run_case(case: str, width: float, gpu_ids: str, precision: str, stride: int | None,
              batch_size: int | None, max_cubes: int | None) -> dict:
     """One case in this process: the whole ``enhance`` run, or with ``max_cubes`` only the first
-    cubes' inference (``predict_into``, the step that dominates), for throughput on slow devices."""
+    cubes' inference (``predict.network_predictor``, the step that dominates), for throughput on slow devices."""
     import torch
 
     from deepemhancer import tiling
-    from deepemhancer.devices import configure_matmul_precision, resolve_devices
+    from deepemhancer.devices import resolve_devices, torch_settings
     from deepemhancer.mapio import read_map
     from deepemhancer.models.store import save_model
     from deepemhancer.nn import UNet, count_parameters
     from deepemhancer.pipeline import EnhanceOptions, enhance, load_model
-    from deepemhancer.predict import predict_into
-    from deepemhancer.resampling import model_grid_shape
+    from deepemhancer.predict import Progress, network_predictor
 
     source = read_map(EMD11007) if case == "emd11007" else synthetic_map(int(case))
     # the synthetic noise is known; real maps go through the automatic estimate
@@ -137,17 +136,16 @@ def run_case(case: str, width: float, gpu_ids: str, precision: str, stride: int 
     exact = _reset_peak()
     start = time.perf_counter()
     if max_cubes is None:
+        report = Progress(enabled=False)  # counts the cubes predicted
         enhance(source, model, EnhanceOptions(gpu_ids=gpu_ids, precision=precision, stride=stride,
-                                              batch_size=batch_size, noise_stats=noise_stats, progress=False))
-        grid = model_grid_shape(source.data.shape, source.isotropic_voxel_size)
-        padding = tiling.covering_padding(grid, 64, stride or 16)
-        cubes = len(tiling.cube_origins([n + p[1] for n, p in zip(grid, padding)], 64, stride or 16))
+                                              batch_size=batch_size, noise_stats=noise_stats), progress=report)
+        cubes = report.done
     else:
-        configure_matmul_precision(precision)
         origins = tiling.cube_origins(source.data.shape, 64, stride or 16)[:max_cubes]
-        blender = tiling.Blender(source.data.shape, 64, "count")
-        predict_into(blender, source.data, origins, model.network, resolve_devices(gpu_ids), cube=64,
-                     batch_size=batch_size, precision=precision, progress=False)
+        predictor = network_predictor(model.network, resolve_devices(gpu_ids), cube=64, batch_size=batch_size,
+                                      precision=precision)
+        with torch_settings(None, precision):
+            predictor(source.data, origins, tiling.Blender(source.data.shape, 64, "count").add)
         cubes = len(origins)
     seconds = time.perf_counter() - start
     # without the reset the mark may still be the synthesis' peak: then this is an upper bound

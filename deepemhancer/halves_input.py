@@ -1,8 +1,10 @@
 """The input of half-map models: the sharpened average and the sharpened half-map difference.
 
 Channel 0 is the map a user would otherwise take, the halves' average after global B-factor
-sharpening (``baseline_sharpening``: FSC weighting, Guinier B fitted from 10 Å, or from twice the
-resolution for maps coarser than 5 Å, low-pass at the FSC-0.143 resolution);
+sharpening as RELION's postprocess does it with an automatic mask (``baseline_sharpening``: the
+halves' FSC inside a soft mask of the molecule made from their average, corrected by phase
+randomisation; FSC weighting, Guinier B fitted from 10 Å, or from twice the resolution for maps
+coarser than 5 Å, low-pass at the FSC-0.143 resolution);
 a residual network starts from it. Channel 1 is (half1 − half2) / 2 filtered by the same gain:
 pure noise with the spectrum and the local level of the noise in channel 0, from which the network
 can judge where the data are good. Both are offset by channel 0's median (the solvent level of a
@@ -17,6 +19,7 @@ import numpy as np
 
 from .errors import InputError
 from .mapio import Map
+from .masks import map_mask
 from .metrics import GuinierRangeError
 from .models.store import HALVES_NORMALIZATION as NORMALIZATION  # the model-JSON name of this input
 from .sharpen import SharpenResult, sharpen
@@ -24,17 +27,38 @@ from .sharpen import SharpenResult, sharpen
 log = logging.getLogger("deepemhancer")
 CHANNELS = 2
 NOISE_STD = 0.1
+# The FSC mask: the auto-mask of the halves' average, widened and softened as RELION users do
+# (the molecule's edge is uncertain; a sharp mask would correlate the halves by itself).
+FSC_MASK_DILATION_A = 6.0
+FSC_MASK_EDGE_A = 6.0
 
 
 def baseline_sharpening(half1: Map, half2: Map) -> SharpenResult:
     """Global B-factor sharpening as half-map models start from it (and as validation compares with
-    it): the Guinier fit from 10 Å (twice the resolution for coarser maps); where the box is too
-    small for a fit at that resolution, the FSC weighting and low-pass alone (B = 0)."""
+    it): the FSC inside ``fsc_mask``; the Guinier fit from 10 Å (twice the resolution for coarser
+    maps); where the box is too small for a fit at that resolution, the FSC weighting and low-pass
+    alone (B = 0)."""
+    mask = fsc_mask(half1, half2)
     try:
-        return sharpen(half1, half2, low_resolution=None)
+        return sharpen(half1, half2, low_resolution=None, mask=mask)
     except GuinierRangeError as error:
         log.info("no B-factor fit for these half maps (%s): FSC weighting and low-pass only", error)
-        return sharpen(half1, half2, b_factor=0.0)
+        return sharpen(half1, half2, b_factor=0.0, mask=mask)
+
+
+def fsc_mask(half1: Map, half2: Map) -> np.ndarray | None:
+    """A soft mask of the molecule from the halves' average (``masks.map_mask``, dilated and softened
+    by 6 Å), or None where the average shows no molecule to mask: the FSC is then taken unmasked.
+
+    Unmasked, the solvent's noise dilutes the FSC of a molecule filling a small part of its box, and
+    the low-pass would discard detail the halves share (RELION's postprocess reports the masked FSC)."""
+    try:
+        made = map_mask(0.5 * (half1.data + half2.data), voxel_size=half1.isotropic_voxel_size,
+                        dilation_A=FSC_MASK_DILATION_A, soft_edge_A=FSC_MASK_EDGE_A)
+    except InputError as error:
+        log.info("no automatic mask for the half-map FSC (%s): the FSC is taken unmasked", error)
+        return None
+    return made.mask
 
 
 def halves_channels(half1: Map, half2: Map) -> np.ndarray:

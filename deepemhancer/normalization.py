@@ -40,6 +40,9 @@ _MASK_REL_THR = 0.01
 _MASK_PERCENTILES = (10, 95)
 
 
+_SOLVENT_SMOOTHING = 2.0  # voxels: the Gaussian that makes the solvent one narrow peak of the histogram
+
+
 def _squared_offsets(shape: Sequence[int]) -> list[np.ndarray]:
     """Per axis, the squared distance (float64, exact integers) of each index from n // 2."""
     return [(np.arange(n) - n // 2).astype(np.float64) ** 2 for n in shape]
@@ -186,3 +189,30 @@ def normalize_with_mask(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out = (x - median) / spread
     out *= binary
     return out
+
+
+def noise_statistics_from_halves(half1: np.ndarray, half2: np.ndarray) -> tuple[float, float]:
+    """The noise of the halves' average, measured instead of guessed.
+
+    Its standard deviation is that of (half1 - half2) / 2: the halves share the signal, not the noise.
+    Its mean is the solvent's level: smoothed (the noise then small beside the molecule's density),
+    the solvent's voxels pile up at one value, the histogram's peak, whatever share of the box the
+    molecule fills or however hollow it is; the mean of the average over the voxels at that level.
+    """
+    half1, half2 = np.asarray(half1, dtype=np.float32), np.asarray(half2, dtype=np.float32)
+    difference = 0.5 * (half1 - half2)
+    std = float(np.std(difference, dtype=np.float64))
+    if not (np.isfinite(std) and std > 0):
+        raise NormalizationError("the two half maps are identical, so their noise cannot be measured; give the two "
+                                 "independently refined half maps")
+    average = 0.5 * (half1 + half2)
+    smoothed = ndimage.gaussian_filter(average, _SOLVENT_SMOOTHING)
+    spread = float(np.std(ndimage.gaussian_filter(difference, _SOLVENT_SMOOTHING), dtype=np.float64))
+    low, high = np.percentile(smoothed, [0.5, 99.5])
+    bins = max(int(np.ceil((high - low) / (0.5 * spread))), 1) if spread > 0 else 1
+    counts, edges = np.histogram(smoothed, bins=min(bins, 4096), range=(low, high))
+    peak = int(np.argmax(counts))
+    level = 0.5 * (edges[peak] + edges[peak + 1])
+    mean = float(np.mean(average[np.abs(smoothed - level) <= 2.0 * spread], dtype=np.float64))
+    log.info("noise measured from the half maps: mean %.4g, standard deviation %.4g", mean, std)
+    return mean, std

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from . import cleaning, halves_input, normalization, resampling, tiling
-from .devices import PRECISIONS, configure_matmul_precision, resolve_devices, set_cpu_threads
+from .devices import PRECISIONS, resolve_devices, torch_settings
 from .errors import InputError, ResourceError
 from .mapio import Map, check_same_grid, validate_for_enhancement
+from .masks import map_mask
 from .models.store import load_network
-from .predict import predict_into
+from .predict import Progress, network_predictor
+from .tiling import Tiling, sliding_window
 
 log = logging.getLogger("deepemhancer")
 
@@ -28,6 +30,9 @@ BLENDINGS = ("gaussian", "count")
 # Noise std 0.1 is the normalised unit; a map reaching this far beyond it was given noise
 # statistics that are not its own (a network fed such values returns Inf/NaN).
 MAX_NORMALISED = 1e4
+# Cubes farther than this from the automatic molecular mask hold solvent only and are not predicted
+# (measured in docs/performance.md: the result inside the molecule does not change).
+SOLVENT_MARGIN_A = 10.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ class EnhanceOptions:
     batch_size: cubes per device per step; None sizes it from free memory.
     precision: fp32 (default, reproducible), tf32, bf16 or fp16.
     threads: CPU threads; None leaves torch's default (OMP_NUM_THREADS).
+    progress: report progress with a time estimate (a bar on a terminal, else a line every 30 s).
+    skip_solvent: default mode without a mask: predict only the cubes near the molecule (its
+        automatic mask dilated by 10 Å); elsewhere the result is 0, as a tight-target model makes it.
     """
 
     legacy: bool = False
@@ -58,6 +66,7 @@ class EnhanceOptions:
     precision: str = "fp32"
     threads: int | None = None
     progress: bool = True
+    skip_solvent: bool = True
 
     def __post_init__(self) -> None:
         """Every setting is checked here, on its own, before any work; what depends on the model
@@ -73,7 +82,7 @@ class EnhanceOptions:
 
     def _check_modes(self) -> None:
         """The switches, the normalisation (noise statistics or a mask) and the blending."""
-        for name in ("legacy", "progress"):
+        for name in ("legacy", "progress", "skip_solvent"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, not {getattr(self, name)!r}", setting=name)
         if self.noise_stats is not None:
@@ -192,11 +201,16 @@ def _per_channel(function, volume: np.ndarray) -> np.ndarray:
     return function(volume) if volume.ndim == 3 else np.stack([function(channel) for channel in volume])
 
 
-def _normalise(volume: np.ndarray, options: EnhanceOptions) -> np.ndarray:
+def _normalise(volume: np.ndarray, options: EnhanceOptions, halves: tuple[Map, Map] | None) -> np.ndarray:
+    """The map in the network's units: by its mask, by the noise statistics given, measured from the
+    two halves (``halves``: the corrected mode), or estimated as the original does."""
     if options.mask is not None:
         return normalization.normalize_with_mask(volume, options.mask.data)
     if options.noise_stats is None:
-        mean, std = normalization.noise_statistics_radial(volume)  # logs what it found
+        if halves is not None:
+            mean, std = normalization.noise_statistics_from_halves(halves[0].data, halves[1].data)
+        else:
+            mean, std = normalization.noise_statistics_radial(volume)  # logs what it found
         return normalization.normalize_with_noise(volume, mean, std)
     mean, std = options.noise_stats
     normalised = normalization.normalize_with_noise(volume, mean, std)
@@ -262,11 +276,12 @@ def _check_memory(source: Map, voxel_size: float, model: Model, channels: int, s
 
 
 def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
-            options: EnhanceOptions = EnhanceOptions()) -> Map:
+            options: EnhanceOptions = EnhanceOptions(), progress: Progress | None = None) -> Map:
     """Enhance a map (or the average of two half maps) with a model; the result keeps the input's geometry.
 
     Intensities of the result are in the network's normalised units (noise std 0.1 at input), as
-    the original writes them.
+    the original writes them. ``progress``: the report of a longer job this run is part of (the
+    confidence map's); None: a report of its own, as ``options.progress`` says.
     """
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
@@ -283,56 +298,83 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
         # shape only: masks from many tools drop the origin, and the array is what is used
         raise InputError(f"the mask's shape {options.mask.data.shape} differs from the map's "
                          f"{source.data.shape}; make the mask on the map's grid", setting="mask")
-    stride = options.stride or int(model.metadata["stride"])
-    _check_memory(source, voxel_size, model, halves_input.CHANNELS if takes_halves(model) else 1, stride)
+    recipe = Recipe(options, model)
+    _check_memory(source, voxel_size, model, halves_input.CHANNELS if takes_halves(model) else 1, recipe.tiling.stride)
+    report = progress if progress is not None else Progress(enabled=options.progress)
     try:
-        return _enhance(source, halves, model, options, voxel_size, stride)
+        with torch_settings(options.threads, options.precision):
+            return _enhance(source, halves, model, options, recipe, report)
     except MemoryError:
         raise ResourceError(f"ran out of memory enhancing this {'x'.join(map(str, source.data.shape))} map; "
                             "close other programs, crop the box, or use a machine with more memory") from None
+    finally:
+        if progress is None:
+            report.close()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The original's pipeline (legacy) or the corrected one, chosen once for a run: how the map goes
+    to the model's grid and back, how it is tiled, and whether cubes of solvent are skipped."""
+
+    legacy: bool
+    tiling: Tiling
+    model_voxel: float
+    skip_solvent: bool
+
+    def __init__(self, options: EnhanceOptions, model: Model):
+        cube = int(model.metadata["cube_size"])
+        object.__setattr__(self, "legacy", options.legacy)
+        object.__setattr__(self, "tiling", Tiling(cube, options.stride or int(model.metadata["stride"]),
+                                                  legacy=options.legacy, blending=options.blending or "gaussian"))
+        object.__setattr__(self, "model_voxel", float(model.metadata["voxel_size"]))
+        # legacy mode predicts every cube, as the original; a given mask already chooses the cubes
+        object.__setattr__(self, "skip_solvent", options.skip_solvent and not options.legacy and options.mask is None)
+
+    def to_model_grid(self, volume: np.ndarray, voxel_size: float) -> np.ndarray:
+        """(Z, Y, X) or (C, Z, Y, X) on the model's grid."""
+        if self.legacy:
+            shape = resampling.legacy_target_shape(volume.shape[-3:], voxel_size, self.model_voxel)
+            return _per_channel(lambda v: resampling.legacy_resize(v, shape), volume)
+        return _per_channel(lambda v: resampling.to_model_grid(v, voxel_size, self.model_voxel), volume)
+
+    def from_model_grid(self, volume: np.ndarray, voxel_size: float, shape: Sequence[int]) -> np.ndarray:
+        if self.legacy:
+            return resampling.legacy_resize(volume, shape)
+        return resampling.from_model_grid(volume, voxel_size, shape, self.model_voxel)
+
+
+def solvent_free_region(volume: np.ndarray, voxel_size: float) -> np.ndarray | None:
+    """Where the map may hold signal: its automatic molecular mask (``masks.map_mask``) dilated by
+    SOLVENT_MARGIN_A; cubes outside it are solvent only. None where no molecule stands out of the
+    noise (then every cube is predicted)."""
+    try:
+        made = map_mask(volume, voxel_size=voxel_size, dilation_A=SOLVENT_MARGIN_A)
+    except InputError as error:
+        log.info("no molecule found to skip solvent cubes around (%s): every cube is predicted", error)
+        return None
+    return made.mask
 
 
 def _enhance(source: Map, halves: tuple[Map, Map] | None, model: Model, options: EnhanceOptions,
-             voxel_size: float, stride: int) -> Map:
+             recipe: Recipe, progress: Progress) -> Map:
     """enhance() once its inputs are checked."""
-    cube = int(model.metadata["cube_size"])
-    model_voxel = float(model.metadata["voxel_size"])
-    set_cpu_threads(options.threads)
-    configure_matmul_precision(options.precision)
+    voxel_size = source.isotropic_voxel_size
     devices = resolve_devices(options.gpu_ids)
-
     # (Z, Y, X), or (C, Z, Y, X) for a half-map model
-    normalised = halves_input.halves_channels(*halves) if takes_halves(model) else _normalise(source.data, options)
-    mask = None if options.mask is None else options.mask.data.astype(np.float32)
-    if options.legacy:
-        model_shape = resampling.legacy_target_shape(normalised.shape, voxel_size, model_voxel)
-        resampled = resampling.legacy_resize(normalised, model_shape)
-        mask = None if mask is None else resampling.legacy_resize(mask, model_shape)
-        padding = tiling.legacy_padding(resampled.shape, stride)
-        padded = tiling.pad_volume(resampled, padding, "wrap")
-        blending, mask_threshold = "legacy", None
-    else:
-        resampled = _per_channel(lambda v: resampling.to_model_grid(v, voxel_size, model_voxel), normalised)
-        mask = None if mask is None else resampling.to_model_grid(mask, voxel_size, model_voxel)
-        padding = tiling.covering_padding(resampled.shape[-3:], cube, stride)
-        padded = _per_channel(lambda v: tiling.pad_volume(v, padding, "reflect"), resampled)
-        blending, mask_threshold = options.blending or "gaussian", 0.01
-    del normalised, resampled  # only the padded copy is cut into cubes
-
-    origins = tiling.cube_origins(padded.shape[-3:], cube, stride)
-    if mask is not None:
-        origins = tiling.cubes_touching(mask, origins, cube, mask_threshold)
-    if not origins:
-        raise InputError(f"the map ({source.data.shape} voxels at {voxel_size:g} Å) is too small for "
-                         f"{cube}³ cubes in this mode" + (" (legacy padding); use the default mode" if options.legacy else ""))
-    log.info("%d cubes of %d³ at stride %d on %s", len(origins), cube, stride,
-             ", ".join(str(d) for d in devices))
-
-    blender = tiling.Blender(padded.shape[-3:], cube, blending)
-    predict_into(blender, padded, origins, model.network, devices, cube=cube,
-                 batch_size=options.batch_size, precision=options.precision, progress=options.progress)
-    del padded
-    enhanced = tiling.unpad_volume(blender.result(), padding)
+    normalised = (halves_input.halves_channels(*halves) if takes_halves(model)
+                  else _normalise(source.data, options, None if recipe.legacy else halves))
+    region = options.mask.data.astype(np.float32) if options.mask is not None else (
+        solvent_free_region(source.data, voxel_size) if recipe.skip_solvent else None)
+    resampled = recipe.to_model_grid(normalised, voxel_size)
+    del normalised
+    region = None if region is None else recipe.to_model_grid(region, voxel_size)
+    tiling = recipe.tiling
+    log.info("%s³ cubes at stride %d on %s", tiling.cube, tiling.stride, ", ".join(str(d) for d in devices))
+    predictor = network_predictor(model.network, devices, cube=tiling.cube, batch_size=options.batch_size,
+                                  precision=options.precision, progress=progress)
+    enhanced = sliding_window(resampled, predictor, tiling, region)
+    del resampled
     if not np.all(np.isfinite(enhanced)):
         advice = ("compute in fp32 precision" if options.precision != "fp32"
                   else "check that the map (and any noise statistics given) are right")
@@ -340,8 +382,5 @@ def _enhance(source: Map, halves: tuple[Map, Map] | None, model: Model, options:
                          setting="precision" if options.precision != "fp32" else None)
     if options.cleaning_strength is not None:
         enhanced = cleaning.remove_small_blobs(enhanced, options.cleaning_strength)
-    if options.legacy:
-        restored = resampling.legacy_resize(enhanced, source.data.shape)
-    else:
-        restored = resampling.from_model_grid(enhanced, voxel_size, source.data.shape, model_voxel)
+    restored = recipe.from_model_grid(enhanced, voxel_size, source.data.shape)
     return source.with_data(np.ascontiguousarray(restored, dtype=np.float32))

@@ -1,13 +1,15 @@
 """Running the network over many cubes: batches sized from free memory, out-of-memory retries,
-several devices sharing the work, a progress bar with a time estimate."""
+several devices sharing the work, one progress report with a time estimate over a whole job."""
 from __future__ import annotations
 
 import contextlib
 import copy
 import logging
 import queue
+import sys
 import threading
-from typing import Sequence
+import time
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -15,12 +17,73 @@ from tqdm import tqdm
 
 from .devices import autocast_dtype, available_memory_bytes, is_out_of_memory, release_cached_memory
 from .errors import DeepEMhancerError
-from .tiling import Blender
+from .tiling import CubePredictor, Origin, cut_cubes
 
 log = logging.getLogger("deepemhancer")
 
 MAX_BATCH = {"cuda": 64, "mps": 16, "cpu": 8}
 MEMORY_SHARE = 0.6  # of free memory one device's batch may take, leaving room for fragmentation
+LOG_EVERY_S = 30.0  # without a terminal (a log file, Scipion's run log): one progress line at most this often
+
+
+class Progress:
+    """One progress report with a time estimate over a job of ``runs`` enhancements (the confidence
+    map runs several): a bar on a terminal, else a plain line at most every 30 s and at the end.
+
+    Each run announces its cube count with ``start_run``; runs not yet started are counted as
+    holding as many cubes as the last one, so the estimate covers the whole job from the start.
+    """
+
+    def __init__(self, runs: int = 1, enabled: bool = True, label: str = "enhancing"):
+        self.runs, self.enabled, self.label = runs, enabled, label
+        self.started_runs, self.done, self.cubes_started = 0, 0, 0
+        self.total = 0
+        self.bar: tqdm | None = None
+        self.began = self.last_line = time.monotonic()
+
+    def start_run(self, cubes: int) -> None:
+        self.started_runs += 1
+        self.cubes_started += cubes
+        self.total = self.cubes_started + cubes * max(self.runs - self.started_runs, 0)
+        if not self.enabled:
+            return
+        if sys.stderr.isatty():
+            if self.bar is None:
+                self.bar = tqdm(total=self.total, unit="cube", dynamic_ncols=True, desc=self.label)
+            else:
+                self.bar.total = self.total
+                self.bar.refresh()
+
+    def update(self, cubes: int) -> None:
+        self.done += cubes
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(cubes)
+        elif time.monotonic() - self.last_line >= LOG_EVERY_S or self.done == self.total:
+            self.last_line = time.monotonic()
+            log.info("%s", self.line())
+
+    def line(self) -> str:
+        """'enhancing: 40% (123/308 cubes), 1:23 elapsed, about 2:05 left'."""
+        elapsed = time.monotonic() - self.began
+        left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        percent = 100.0 * self.done / self.total if self.total else 100.0
+        remaining = f", about {_clock(left)} left" if self.done < self.total and self.done else ""
+        return f"{self.label}: {percent:.0f}% ({self.done}/{self.total} cubes), {_clock(elapsed)} elapsed{remaining}"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _clock(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _autocast(device: torch.device, precision: str):
@@ -85,7 +148,7 @@ def _run_batch(network: torch.nn.Module, cubes: np.ndarray, device: torch.device
     return prediction.float().squeeze(1).cpu().numpy()
 
 
-def _worker(network, device, precision, batch_size, volume, cube, work, blender, lock, bar, errors):
+def _worker(network, device, precision, batch_size, volume, cube, work, add, lock, progress, errors):
     """Take groups of origins from ``work`` until it is empty; halve the batch on out-of-memory."""
     pending: list[tuple[int, int, int]] = []
     while not errors:
@@ -95,7 +158,7 @@ def _worker(network, device, precision, batch_size, volume, cube, work, blender,
             except queue.Empty:
                 return
         batch, pending = pending[:batch_size], pending[batch_size:]
-        cubes = np.stack([volume[..., i:i + cube, j:j + cube, k:k + cube] for i, j, k in batch]).astype(np.float32, copy=False)
+        cubes = cut_cubes(volume, batch, cube)
         try:
             predictions = _run_batch(network, cubes, device, precision)
         except Exception as error:  # noqa: BLE001 - out-of-memory is recognised by content
@@ -114,33 +177,41 @@ def _worker(network, device, precision, batch_size, volume, cube, work, blender,
             continue
         with lock:
             for origin, prediction in zip(batch, predictions):
-                blender.add(origin, prediction)
-            bar.update(len(batch))
+                add(origin, prediction)
+            progress.update(len(batch))
 
 
-def predict_into(blender: Blender, volume: np.ndarray, origins: Sequence[tuple[int, int, int]],
-                 network: torch.nn.Module, devices: Sequence[torch.device], *, cube: int,
-                 batch_size: int | None = None, precision: str = "fp32", progress: bool = True) -> None:
-    """Predict every cube at ``origins`` of ``volume`` ((Z, Y, X), or (C, Z, Y, X) for a network with
-    C input channels) and add it to ``blender``.
+def network_predictor(network: torch.nn.Module, devices: Sequence[torch.device], *, cube: int,
+                      batch_size: int | None = None, precision: str = "fp32",
+                      progress: Progress | None = None) -> CubePredictor:
+    """A ``tiling.CubePredictor`` that runs ``network`` (C input channels) on ``devices``.
 
-    Each device gets its own copy of the network and pulls groups of cubes from a shared queue, so
-    devices of unequal speed finish together and cube counts need not divide evenly.
-    ``batch_size`` is per device; None sizes it from free memory.
+    Each device runs its own copy of the network (the caller's stays where it is) and pulls groups
+    of cubes from a shared queue, so devices of unequal speed finish together and cube counts need
+    not divide evenly. ``batch_size`` is per device; None sizes it from free memory. ``progress``
+    hears of every cube (None: no report).
     """
-    replicas = [network.to(devices[0])] + [copy.deepcopy(network).to(d) for d in devices[1:]]
-    for replica in replicas:
-        replica.eval()
-    sizes = [batch_size or auto_batch_size(r, cube, d, precision) for r, d in zip(replicas, devices)]
-    work: queue.Queue = queue.Queue()
-    group = max(sizes)
-    for start in range(0, len(origins), group):
-        work.put(list(origins[start:start + group]))
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-    with tqdm(total=len(origins), unit="cube", disable=not progress, dynamic_ncols=True,
-              desc="enhancing") as bar:
-        args = [(r, d, precision, s, volume, cube, work, blender, lock, bar, errors)
+    def predict_cubes(volume: np.ndarray, origins: Sequence[Origin], add: Callable[[Origin, np.ndarray], None]) -> None:
+        report = progress if progress is not None else Progress(enabled=False)
+        report.start_run(len(origins))
+        training = network.training
+        replicas = [network if d == _device_of(network) else copy.deepcopy(network).to(d) for d in devices]
+        for replica in replicas:
+            replica.eval()
+        try:
+            _run_all(replicas, devices, volume, origins, add, report)
+        finally:
+            network.train(training)
+
+    def _run_all(replicas, devices, volume, origins, add, report) -> None:
+        sizes = [batch_size or auto_batch_size(r, cube, d, precision) for r, d in zip(replicas, devices)]
+        work: queue.Queue = queue.Queue()
+        group = max(sizes)
+        for start in range(0, len(origins), group):
+            work.put(list(origins[start:start + group]))
+        lock = threading.Lock()
+        errors: list[BaseException] = []
+        args = [(r, d, precision, s, volume, cube, work, add, lock, report, errors)
                 for r, d, s in zip(replicas, devices, sizes)]
         if len(devices) == 1:
             _worker(*args[0])
@@ -150,5 +221,12 @@ def predict_into(blender: Blender, volume: np.ndarray, origins: Sequence[tuple[i
                 thread.start()
             for thread in threads:
                 thread.join()
-    if errors:
-        raise errors[0]
+        if errors:
+            raise errors[0]
+
+    return predict_cubes
+
+
+def _device_of(network: torch.nn.Module) -> torch.device:
+    parameter = next(network.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")

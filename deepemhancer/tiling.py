@@ -1,6 +1,7 @@
 """Cutting a volume into overlapping cubes and blending the predictions back.
 
-Two flavours share these functions:
+``sliding_window`` is the one entry point (enhance, the benchmarks and the tests call it); a
+``Tiling`` says, once, which of two recipes it follows:
 - legacy: the original's end-only wrap padding (with its third-axis bug), cube origins
   ``range(0, n - cube + 1, stride)`` and blending by ``sum / (1 + count)``;
 - corrected: every axis padded just enough to be covered, blending by the true count or by a
@@ -9,12 +10,98 @@ Two flavours share these functions:
 from __future__ import annotations
 
 import itertools
-from typing import Iterator, Literal, Sequence
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
+from .errors import InputError
+
 Padding = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 Blending = Literal["legacy", "count", "gaussian"]
+Origin = tuple[int, int, int]
+# predict_cubes(volume, origins, add): predict the cubes of ``volume`` at ``origins`` (any order,
+# any batching, any device) and hand each prediction, a (cube, cube, cube) array, to add(origin, prediction).
+CubePredictor = Callable[[np.ndarray, Sequence[Origin], Callable[[Origin, np.ndarray], None]], None]
+CORRECTED_MASK_THRESHOLD = 0.01  # a soft mask's edge below this does not call for a cube
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How a volume is cut into ``cube``-sided cubes ``stride`` apart and put back together: the
+    original's recipe (``legacy``) or the corrected one with ``blending`` ('gaussian' or 'count')."""
+
+    cube: int
+    stride: int
+    legacy: bool = False
+    blending: Literal["count", "gaussian"] = "gaussian"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.stride <= self.cube:
+            raise InputError(f"the stride must be between 1 and the cube size {self.cube}, not {self.stride}")
+        if self.blending not in ("count", "gaussian"):
+            raise InputError(f"blending {self.blending!r} is unknown; choose 'gaussian' or 'count'")
+
+    def padding(self, shape: Sequence[int]) -> Padding:
+        return legacy_padding(shape, self.stride) if self.legacy else covering_padding(shape, self.cube, self.stride)
+
+    @property
+    def pad_mode(self) -> Literal["wrap", "reflect"]:
+        return "wrap" if self.legacy else "reflect"
+
+    @property
+    def blend(self) -> Blending:
+        return "legacy" if self.legacy else self.blending
+
+    @property
+    def mask_threshold(self) -> float | None:
+        """The mask value a cube must hold to be predicted (None: any non-zero, the original's rule)."""
+        return None if self.legacy else CORRECTED_MASK_THRESHOLD
+
+
+def sliding_window(volume: np.ndarray, predict_cubes: CubePredictor, tiling: Tiling,
+                   mask: np.ndarray | None = None) -> np.ndarray:
+    """``volume`` ((Z, Y, X), or (C, Z, Y, X) for C input channels) predicted cube by cube and blended
+    back into one (Z, Y, X) volume: padded, cut, predicted by ``predict_cubes`` (see CubePredictor;
+    ``predict.network_predictor`` runs a network, ``batch_predictor`` wraps any function of a batch
+    of cubes), blended and unpadded, as ``tiling`` says.
+
+    mask: (Z, Y, X) on ``volume``'s grid; only the cubes it touches are predicted, and voxels that
+    no cube reaches come out 0.
+    """
+    shape = volume.shape[-3:]
+    padding = tiling.padding(shape)
+    padded = (pad_volume(volume, padding, tiling.pad_mode) if volume.ndim == 3
+              else np.stack([pad_volume(channel, padding, tiling.pad_mode) for channel in volume]))
+    origins = cube_origins(padded.shape[-3:], tiling.cube, tiling.stride)
+    if mask is not None:
+        if mask.shape != tuple(shape):
+            raise InputError(f"the mask's shape {mask.shape} differs from the volume's {tuple(shape)}")
+        origins = cubes_touching(mask, origins, tiling.cube, tiling.mask_threshold)
+    if not origins:
+        raise InputError(f"a {'x'.join(map(str, shape))} volume holds no {tiling.cube}³ cube"
+                         + (" with the original's padding; the default mode pads it to fit" if tiling.legacy
+                            else " inside its mask"))
+    blender = Blender(padded.shape[-3:], tiling.cube, tiling.blend)
+    predict_cubes(padded, origins, blender.add)
+    del padded
+    return unpad_volume(blender.result(), padding)
+
+
+def cut_cubes(volume: np.ndarray, origins: Sequence[Origin], cube: int) -> np.ndarray:
+    """The cubes of ``volume`` ((Z, Y, X) or (C, Z, Y, X)) at ``origins``, stacked on a new first axis."""
+    return np.stack([volume[..., i:i + cube, j:j + cube, k:k + cube] for i, j, k in origins]).astype(
+        np.float32, copy=False)
+
+
+def batch_predictor(predict_batch: Callable[[np.ndarray], np.ndarray], cube: int, batch_size: int = 8) -> CubePredictor:
+    """A CubePredictor from a function of a batch of cubes ((B, cube³) or (B, C, cube³) → (B, cube³))."""
+    def predict_cubes(volume: np.ndarray, origins: Sequence[Origin], add: Callable[[Origin, np.ndarray], None]) -> None:
+        for start in range(0, len(origins), batch_size):
+            group = origins[start:start + batch_size]
+            for origin, prediction in zip(group, predict_batch(cut_cubes(volume, group, cube))):
+                add(origin, prediction)
+    return predict_cubes
 
 
 def legacy_padding(shape: Sequence[int], stride: int) -> Padding:
@@ -127,9 +214,3 @@ class Blender:
                 region = (slice(low - start, high - start), slice(j, j + self.cube), slice(k, k + self.cube))
                 weight[region] += 1.0 if self.window is None else self.window[low - i:high - i]
         return weight
-
-
-def iterate_batches(origins: Sequence[tuple[int, int, int]], batch_size: int) -> Iterator[list[tuple[int, int, int]]]:
-    """Consecutive groups of at most ``batch_size`` origins."""
-    for start in range(0, len(origins), batch_size):
-        yield list(origins[start:start + batch_size])

@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage
 
 from deepemhancer.errors import InputError
-from deepemhancer.halves_input import NORMALIZATION, baseline_sharpening, halves_channels
+from deepemhancer.halves_input import NORMALIZATION, baseline_sharpening, fsc_mask, halves_channels
 from deepemhancer.mapio import Geometry, Map
 from deepemhancer.models import registry
 from deepemhancer.models.store import save_model
@@ -60,12 +60,12 @@ def test_the_sharpening_filter_remakes_the_sharpened_map(halves):
     assert np.allclose(result.filter.apply(2 * difference), 2 * result.filter.apply(difference), atol=1e-6)
 
 
-def _coarse_halves(side):
+def _coarse_halves(side, noise=20.0):
     rng = np.random.default_rng(0)
     density = ndimage.gaussian_filter(rng.standard_normal((side,) * 3), 6.0).astype(np.float32)
     geometry = Geometry.for_grid(density.shape, 1.0)
-    return [Map(density + rng.normal(0, 20.0 * density.std(), density.shape).astype(np.float32), geometry)
-            for _ in range(2)]  # FSC 0.143 near 13 Å
+    return [Map(density + rng.normal(0, noise * density.std(), density.shape).astype(np.float32), geometry)
+            for _ in range(2)]  # FSC 0.143 near 13 Å (unmasked, at noise 20)
 
 
 def test_a_coarse_map_is_sharpened_with_the_fit_from_twice_its_resolution():
@@ -76,11 +76,29 @@ def test_a_coarse_map_is_sharpened_with_the_fit_from_twice_its_resolution():
     assert result.resolution > 10.0 and result.guinier is not None
     fitted = 1.0 / np.sqrt(result.guinier.s_squared[result.guinier.in_fit])
     assert fitted.max() <= 2.0 * result.resolution + 1e-6 and fitted.min() >= result.resolution - 1e-6
-    assert baseline_sharpening(*noisy).b_factor == result.b_factor
+    assert baseline_sharpening(*noisy).b_factor == sharpen(*noisy, low_resolution=None, mask=fsc_mask(*noisy)).b_factor
+
+
+def test_the_baseline_takes_the_fsc_inside_the_molecule_as_relion_does_with_a_mask():
+    # a small molecule in a large box: unmasked, the solvent's noise dilutes the FSC
+    rng = np.random.default_rng(4)
+    side = 96
+    density = np.zeros((side,) * 3, np.float32)
+    atoms = rng.integers(38, 58, size=(300, 3))
+    density[tuple(atoms.T)] = 1.0
+    density = ndimage.gaussian_filter(density, 1.0)
+    geometry = Geometry.for_grid(density.shape, 1.0)
+    noise = 0.25 * density.max()
+    halves = [Map(density + rng.normal(0, noise, density.shape).astype(np.float32), geometry) for _ in range(2)]
+    mask = fsc_mask(*halves)
+    assert mask is not None and 0.01 < mask.mean() < 0.3 and mask[48, 48, 48] == pytest.approx(1.0)
+    unmasked = sharpen(*halves, b_factor=0.0)
+    baseline = baseline_sharpening(*halves)
+    assert baseline.resolution < unmasked.resolution - 0.3
 
 
 def test_the_baseline_falls_back_to_no_bfactor_where_the_box_is_too_small_to_fit():
-    noisy = _coarse_halves(N)  # 2 shells between 26 and 13 Å: no fit
+    noisy = _coarse_halves(N, noise=40.0)  # 2 shells between 21 and 11 Å: no fit
     result = baseline_sharpening(*noisy)
     assert result.b_factor == 0.0 and result.guinier is None and result.resolution > 10.0
 
@@ -88,7 +106,7 @@ def test_the_baseline_falls_back_to_no_bfactor_where_the_box_is_too_small_to_fit
 def test_the_two_channels_are_the_sharpened_map_and_its_noise(halves):
     channels = halves_channels(*halves)
     assert channels.shape == (2, N, N, N) and channels.dtype == np.float32
-    assert _cc(channels[0], sharpen(*halves, low_resolution=None).map.data) > 0.99999
+    assert _cc(channels[0], baseline_sharpening(*halves).map.data) > 0.99999
     assert float(channels[1].std()) == pytest.approx(0.1, rel=1e-4)  # noise std 0.1, the noise convention
     assert float(np.median(channels[0])) == pytest.approx(0.0, abs=1e-6)
     # channel 1 is noise only: it does not correlate with the signal
@@ -118,11 +136,11 @@ def test_an_untrained_residual_unet_returns_its_first_channel_and_scales_with_it
 
 def test_enhance_with_a_half_map_model_starts_from_the_sharpened_map(tmp_path, halves):
     model = _halves_model(tmp_path)
-    options = EnhanceOptions(gpu_ids="-1", progress=False)
+    options = EnhanceOptions(gpu_ids="-1", progress=False, skip_solvent=False)
     out = enhance(halves, model, options)
     assert out.geometry == halves[0].geometry
     # untrained, the residual network returns the sharpened map (Gaussian blending of identical cubes)
-    assert _cc(out.data, sharpen(*halves, low_resolution=None).map.data) > 0.9999
+    assert _cc(out.data, baseline_sharpening(*halves).map.data) > 0.9999
     with pytest.raises(InputError, match="needs the two half maps"):
         enhance(halves[0], model, options)
     with pytest.raises(InputError, match="legacy mode"):
@@ -132,7 +150,7 @@ def test_enhance_with_a_half_map_model_starts_from_the_sharpened_map(tmp_path, h
 
 
 def test_confidence_of_a_half_map_model_uses_augmented_pairs(tmp_path, halves):
-    from deepemhancer.trust import enhance_with_confidence
+    from deepemhancer.confidence import enhance_with_confidence
 
     model = _halves_model(tmp_path)
     found = enhance_with_confidence(halves, model, EnhanceOptions(gpu_ids="-1", progress=False), 8)

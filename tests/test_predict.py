@@ -34,11 +34,8 @@ class OutOfMemoryAbove(Scale):
 
 
 def run(network, volume, device_list, batch_size, cube=8, stride=4):
-    blender = tiling.Blender(volume.shape, cube, "count")
-    origins = tiling.cube_origins(volume.shape, cube, stride)
-    predict.predict_into(blender, volume, origins, network, device_list, cube=cube,
-                         batch_size=batch_size, progress=False)
-    return blender.result()
+    predictor = predict.network_predictor(network, device_list, cube=cube, batch_size=batch_size)
+    return tiling.sliding_window(volume, predictor, tiling.Tiling(cube, stride, blending="count"))
 
 
 @pytest.fixture
@@ -94,14 +91,10 @@ def test_bf16_autocast_runs_and_is_close(volume):
 
     torch.manual_seed(0)
     network = Conv()
-    blender32 = tiling.Blender(volume.shape, 8, "count")
-    blender16 = tiling.Blender(volume.shape, 8, "count")
-    origins = tiling.cube_origins(volume.shape, 8, 4)
     cpu = [torch.device("cpu")]
-    predict.predict_into(blender32, volume, origins, network, cpu, cube=8, batch_size=4, progress=False)
-    predict.predict_into(blender16, volume, origins, network, cpu, cube=8, batch_size=4,
-                         precision="bf16", progress=False)
-    a, b = blender32.result(), blender16.result()
+    a, b = (tiling.sliding_window(volume, predict.network_predictor(network, cpu, cube=8, batch_size=4,
+                                                                    precision=precision),
+                                  tiling.Tiling(8, 4, blending="count")) for precision in ("fp32", "bf16"))
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
 
 
@@ -136,3 +129,31 @@ def test_precision_names():
     assert devices.autocast_dtype("bf16") is torch.bfloat16
     with pytest.raises(InputError, match="unknown"):
         devices.autocast_dtype("int8")
+
+
+def test_one_progress_report_covers_every_run_of_a_job(caplog, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(predict.time, "monotonic", lambda: now[0])
+    report = predict.Progress(runs=3, label="confidence")  # not a terminal here: plain lines
+    report.start_run(10)
+    assert report.total == 30  # the runs still to come counted as this one
+    with caplog.at_level("INFO", logger="deepemhancer"):
+        now[0] = 40.0
+        report.update(10)  # a line: at most one every 30 s
+        report.start_run(12)
+        assert report.total == 10 + 12 + 12
+        now[0] = 50.0
+        report.update(1)  # 10 s after the last line: none
+        now[0] = 80.0
+        report.update(11)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "confidence: 33% (10/30 cubes), 0:40 elapsed, about 1:20 left"
+    assert lines[1] == "confidence: 65% (22/34 cubes), 1:20 elapsed, about 0:44 left"
+    assert len(lines) == 2
+
+
+def test_the_cubes_of_a_run_reach_its_progress_report(volume):
+    report = predict.Progress(enabled=False)
+    predictor = predict.network_predictor(Scale(), [torch.device("cpu")], cube=8, batch_size=3, progress=report)
+    tiling.sliding_window(volume, predictor, tiling.Tiling(8, 4))
+    assert report.done == report.total == len(tiling.cube_origins(volume.shape, 8, 4))  # no padding needed

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from deepemhancer import tiling
+from deepemhancer.errors import InputError
 
 
 def reference_legacy_blend(volume, predict, cube, stride):
@@ -77,14 +78,54 @@ def test_identity_prediction_interior_factor_is_count_over_count_plus_one():
     assert legacy[0, 0, 0] == pytest.approx(0.5)  # a corner reached once is halved
 
 
+def identity(batch):
+    return batch if batch.ndim == 4 else batch[:, 0]
+
+
 @pytest.mark.parametrize("blending", ["count", "gaussian"])
-def test_corrected_blending_reproduces_identity_everywhere(blending):
+def test_corrected_sliding_window_reproduces_identity_everywhere(blending):
     rng = np.random.default_rng(1)
     volume = rng.normal(size=(19, 26, 21)).astype(np.float32)
-    padding = tiling.covering_padding(volume.shape, 8, 4)
-    padded = tiling.pad_volume(volume, padding, "reflect")
-    result = tiling.unpad_volume(blend(padded, lambda c: c, 8, 4, blending), padding)
+    result = tiling.sliding_window(volume, tiling.batch_predictor(identity, 8, batch_size=5),
+                                   tiling.Tiling(8, 4, blending=blending))
+    assert result.shape == volume.shape
     np.testing.assert_allclose(result, volume, rtol=1e-5, atol=1e-5)
+
+
+def test_legacy_sliding_window_equals_the_reference_on_the_wrapped_volume():
+    rng = np.random.default_rng(2)
+    volume = rng.normal(size=(20, 18, 18)).astype(np.float32)
+    result = tiling.sliding_window(volume, tiling.batch_predictor(lambda b: 2 * b, 8), tiling.Tiling(8, 4, legacy=True))
+    padding = tiling.legacy_padding(volume.shape, 4)
+    padded = np.pad(volume, padding, mode="wrap")
+    reference = reference_legacy_blend(padded, lambda c: 2 * c, 8, 4)[:20, :18, :18]
+    np.testing.assert_allclose(result, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_sliding_window_takes_channels_and_skips_cubes_outside_the_mask():
+    rng = np.random.default_rng(3)
+    volume = rng.normal(size=(2, 16, 24, 16)).astype(np.float32)
+    mask = np.zeros((16, 24, 16), np.float32)
+    mask[2:5, 2:5, 2:5] = 1.0
+    seen = []
+
+    def first_channel(batch):
+        seen.append(batch.shape)
+        return batch[:, 0] + batch[:, 1]
+
+    result = tiling.sliding_window(volume, tiling.batch_predictor(first_channel, 8), tiling.Tiling(8, 8, blending="count"),
+                                   mask)
+    assert sum(shape[0] for shape in seen) == 1 and seen[0][1:] == (2, 8, 8, 8)  # one cube of two channels
+    np.testing.assert_allclose(result[:8, :8, :8], volume[0, :8, :8, :8] + volume[1, :8, :8, :8], rtol=1e-6)
+    assert not result[8:].any() and not result[:, 8:].any()  # no cube reached: 0
+
+
+def test_sliding_window_refuses_a_volume_without_cubes():
+    with pytest.raises(InputError, match="holds no 8³ cube"):
+        tiling.sliding_window(np.ones((3, 3, 3), np.float32), tiling.batch_predictor(identity, 8),
+                              tiling.Tiling(8, 4, legacy=True))
+    with pytest.raises(InputError, match="stride must be between 1 and the cube size 8"):
+        tiling.Tiling(8, 9)
 
 
 def test_true_count_blending_is_the_mean_of_predictions():
