@@ -4,8 +4,9 @@ Per map: the Guinier B-factor and, given an atomic model, the project's one map-
 (``metrics.agreement``: map-model FSC read at 0.5 under the soft molecular mask, CC_mask, CC_box,
 CC_volume, CC_peaks, median local correlation in 5- and 7-voxel windows): the same numbers the
 model cards report. Given half
-maps: their FSC and 0.143 resolution (masked and phase-randomisation corrected when a mask is
-given). Given enhanced halves too: the independent-halves check (deepemhancer.trust).
+maps: their FSC and 0.143 resolution by the one recipe (``metrics.half_map_fsc``, the numbers
+sharpening and Scipion report), and the unmasked FSC beside it. Given enhanced halves too: the
+independent-halves check (``metrics.halves_check``).
 """
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ import numpy as np
 from . import __version__
 from .errors import InputError
 from .mapio import Map, check_same_grid
-from .metrics import (FSCCurve, GuinierFit, ModelReference, fsc, fsc_masked_corrected, guinier_bfactor,
-                      model_agreement, model_reference, resolution_at)
-from .trust import halves_check
+from .metrics import (GuinierFit, ModelReference, check_mask, guinier_bfactor, half_map_fsc, halves_check,
+                      model_agreement, model_reference)
 
 GUINIER_LOW_RESOLUTION = 10.0  # Å: below this the plot is dominated by the molecule's shape, not its B-factor
 
@@ -79,22 +79,23 @@ def _check_inputs(maps, half_maps, structure, resolution, mask, enhanced_halves)
     first_name, reference = named[0]
     for name, other in named[1:]:
         check_same_grid(reference, other, first_name, name)
-    if mask is not None and (float(mask.data.min()) < 0.0 or float(mask.data.max()) > 1.0):
-        raise InputError(f"mask values must lie in 0..1, found {float(mask.data.min()):g} to "
-                         f"{float(mask.data.max()):g}; give a binary or soft mask")
+    if mask is not None:
+        check_mask(mask.data, reference.data.shape)
     return reference
 
 
 def _half_map_measures(halves: tuple[Map, Map], voxel: float, mask: np.ndarray | None) -> dict:
-    unmasked = fsc(halves[0].data, halves[1].data, voxel)
-    entry = {"fsc_unmasked": curve_to_dict(unmasked),
-             "resolution_0143_unmasked": resolution_at(unmasked)}
-    if mask is None:
-        entry["resolution_0143"] = entry["resolution_0143_unmasked"]
-        return entry
-    corrected = fsc_masked_corrected(halves[0].data, halves[1].data, voxel, mask)
-    entry["fsc_masked_corrected"] = curve_to_dict(corrected)
-    entry["resolution_0143"] = resolution_at(corrected)
+    """The unmasked FSC, and the one recipe's curve and resolution (the same without a mask).
+
+    fsc_masking: how the mask entered ``resolution_0143`` ("unmasked" where RELION's rule set it
+    aside); fsc_masked_corrected: that curve, when the mask was used."""
+    unmasked = half_map_fsc(halves[0].data, halves[1].data, voxel)
+    entry = {"fsc_unmasked": unmasked.curve.to_dict(), "resolution_0143_unmasked": unmasked.resolution}
+    measured = unmasked if mask is None else half_map_fsc(halves[0].data, halves[1].data, voxel, mask)
+    entry["fsc_masking"] = measured.masking
+    entry["resolution_0143"] = measured.resolution
+    if measured.masking == "corrected":
+        entry["fsc_masked_corrected"] = measured.curve.to_dict()
     return entry
 
 
@@ -106,19 +107,9 @@ def _guinier(m: Map, voxel: float, resolution: float | None) -> GuinierFit:
 def _model_measures(m: Map, reference: ModelReference) -> dict:
     score = model_agreement(m.data, reference)
     cc = score.correlations
-    return {"fsc_05_resolution": score.fsc05, "fsc": curve_to_dict(score.fsc),
+    return {"fsc_05_resolution": score.fsc05, "fsc": score.fsc.to_dict(),
             "cc_mask": cc.cc_mask, "cc_box": cc.cc_box, "cc_volume": cc.cc_volume, "cc_peaks": cc.cc_peaks,
             "n_mask_voxels": cc.n_mask_voxels, "median_local_cc_5": score.lc5, "median_local_cc_7": score.lc7}
-
-
-def curve_to_dict(curve: FSCCurve) -> dict:
-    return {"resolution_inv_angstrom": curve.resolution.tolist(), "correlation": curve.correlation.tolist(),
-            "n_voxels": curve.n_voxels.tolist(), "voxel_size": curve.voxel_size}
-
-
-def curve_from_dict(entry: dict) -> FSCCurve:
-    return FSCCurve(np.asarray(entry["resolution_inv_angstrom"]), np.asarray(entry["correlation"]),
-                    np.asarray(entry["n_voxels"]), float(entry["voxel_size"]))
 
 
 def guinier_to_dict(fit: GuinierFit) -> dict:

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import gzip
 import os
 import re
-import secrets
 import shutil
-import time
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -33,12 +30,12 @@ from mrcfile.dtypes import HEADER_DTYPE
 from mrcfile.utils import machine_stamp_from_byte_order
 
 from .errors import InputError, ResourceError
+from .files import atomic_path, remove_quietly, sweep_stale_temporaries, temporary_path
 
 MAP_SUFFIXES = (".mrc", ".map", ".ccp4", ".mrc.gz", ".map.gz", ".ccp4.gz")
 VOXEL_SIZE_RANGE = (0.01, 100.0)  # Å: beyond it a header or a typed value is a mistake, not a map
 _VOXEL_RTOL = 1e-4
 _ORIGIN_ATOL = 1e-3  # Å
-_STALE_AGE = 24 * 3600  # s: a temporary file this old is left over even if its writer's id is reused
 
 
 @dataclass(frozen=True)
@@ -128,13 +125,6 @@ class Map:
         return Map(self.data, geometry)
 
     @property
-    def array_voxel_size(self) -> tuple[float, float, float]:
-        """Spacing in Å along array axes 0, 1, 2 (sections, rows, columns)."""
-        mapc, mapr, maps = self.geometry.axis_order
-        size = self.geometry.voxel_size
-        return (size[maps - 1], size[mapr - 1], size[mapc - 1])
-
-    @property
     def isotropic_voxel_size(self) -> float:
         """The single voxel size in Å (the header's X value); InputError when there is none."""
         x, y, z = self.geometry.voxel_size
@@ -202,54 +192,70 @@ def _open_map(path: str | Path, header_only: bool):
 def write_map(m: Map, path: str | Path, overwrite: bool = False) -> Path:
     """Write ``m`` as float32 (mode 2) with its geometry; gzipped when the name ends in '.gz'.
 
-    The file appears atomically: it is written to a temporary file beside ``path`` and renamed,
-    so a failure leaves no partial file and an existing file untouched.
+    The file appears whole or not at all (``files.atomic_path``): a failure leaves no partial file
+    and an existing file untouched.
     """
-    if not isinstance(m, Map):
-        raise InputError(f"write_map writes a Map, not {type(m).__name__}; make one with Map(data, geometry)")
+    _check_is_map(m)
     path = _as_path(path, "an output map")
     check_output_path(path, overwrite, map_file_bytes(m.data.shape))
-    temporary = temporary_path(path)
-    data = np.ascontiguousarray(m.data, dtype="<f4")  # the header below says little-endian
-    try:
-        with open(temporary, "xb") as raw:
-            with (gzip.GzipFile(fileobj=raw, mode="wb") if path.name.lower().endswith(".gz")
-                  else contextlib.nullcontext(raw)) as stream:
-                stream.write(_header(m).tobytes())
-                stream.write(memoryview(data).cast("B"))
-            raw.flush()
-            os.fsync(raw.fileno())  # so that the rename never exposes an empty file after a crash
-        os.replace(temporary, path)
-    except OSError as error:
-        _remove_quietly(temporary)
-        reason = error.strerror or str(error)
-        raise ResourceError(f"cannot write {path}: {reason}; check free disk space and write permission") from None
-    except BaseException:
-        _remove_quietly(temporary)
-        raise
+    with _as_resource_error(path), atomic_path(path) as temporary:
+        _write_file(m, temporary, gzipped=path.name.lower().endswith(".gz"))
     return path
 
 
 def write_maps(outputs: Sequence[tuple[Map, Path]], overwrite: bool = False) -> None:
     """Write maps that belong together (a map and its confidence map, ...): every one goes to a hidden
-    file beside its target and all are renamed at the end, so a failure leaves none of them."""
-    staged: list[tuple[Path, Path]] = []
-    try:
+    file beside its target (``files.atomic_path``) and all are renamed at the end, so a failure
+    leaves none of them. Callers check the outputs before long work; one that appeared meanwhile
+    is refused unless ``overwrite``."""
+    outputs = [(m, _as_path(path, "an output map")) for m, path in outputs]
+    with _as_resource_error(None), contextlib.ExitStack() as renames:
         for m, path in outputs:
-            staged.append((temporary_path(Path(path)), Path(path)))
-            write_map(m, staged[-1][0])
-        for _, path in staged:
+            _check_is_map(m)
+            check_output_path(path, True, map_file_bytes(m.data.shape))
+            _write_file(m, renames.enter_context(atomic_path(path)), gzipped=path.name.lower().endswith(".gz"))
+        for _, path in outputs:
             if path.exists() and not overwrite:
                 raise InputError(f"output {path} appeared meanwhile; allow overwriting it or choose another name",
                                  setting="overwrite")
-        for temporary, path in staged:
-            os.replace(temporary, path)
+
+
+def average_halves(first: Map, second: Map) -> Map:
+    """The voxel-wise mean of two half maps, after checking they share one grid and placement and
+    are not one map twice."""
+    check_same_grid(first, second, "half map 1", "half map 2",
+                    advice="use the two unfiltered half maps of one refinement")
+    if np.array_equal(first.data, second.data):
+        # Identical halves have no noise to measure: confidence would read 1 and the FSC reach Nyquist.
+        raise InputError("the two half maps are identical; give the two independently refined half maps, "
+                         "or the one map alone")
+    return first.with_data((0.5 * (first.data + second.data)).astype(np.float32))
+
+
+def _check_is_map(m) -> None:
+    if not isinstance(m, Map):
+        raise InputError(f"write_map writes a Map, not {type(m).__name__}; make one with Map(data, geometry)")
+
+
+def _write_file(m: Map, path: Path, gzipped: bool) -> None:
+    """The MRC file of ``m`` at ``path`` (a new file)."""
+    data = np.ascontiguousarray(m.data, dtype="<f4")  # the header below says little-endian
+    with open(path, "xb") as raw, (gzip.GzipFile(fileobj=raw, mode="wb") if gzipped
+                                   else contextlib.nullcontext(raw)) as stream:
+        stream.write(_header(m).tobytes())
+        stream.write(memoryview(data).cast("B"))
+
+
+@contextlib.contextmanager
+def _as_resource_error(target: Path | None):
+    """An OSError while writing (disk full, no permission) as one ResourceError line naming
+    ``target`` (None: the file the error names)."""
+    try:
+        yield
     except OSError as error:
-        raise ResourceError(f"cannot write {error.filename}: {error.strerror}; check free disk space and "
-                            "write permission") from None
-    finally:
-        for temporary, _ in staged:
-            _remove_quietly(temporary)
+        where = target or error.filename or "the output"
+        raise ResourceError(f"cannot write {where}: {error.strerror or error}; check free disk space and write "
+                            "permission") from None
 
 
 def check_same_grid(a: Map, b: Map, what_a: str, what_b: str, *, advice: str | None = None) -> None:
@@ -418,7 +424,7 @@ def check_writable_folder(folder: Path, size_bytes: int = 0) -> None:
         probe.unlink()
         free = shutil.disk_usage(folder).free
     except OSError as error:
-        _remove_quietly(probe)
+        remove_quietly(probe)
         raise ResourceError(f"cannot write into {folder}: {error.strerror or error}; choose a writable folder") from None
     if free < size_bytes:
         raise ResourceError(f"{folder} has {free / 2**20:.0f} MiB free but the output needs "
@@ -428,39 +434,6 @@ def check_writable_folder(folder: Path, size_bytes: int = 0) -> None:
 def map_file_bytes(shape) -> int:
     """Size of an uncompressed float32 map of ``shape``: header and data."""
     return 1024 + 4 * int(np.prod([int(n) for n in shape], dtype=np.int64))
-
-
-def temporary_path(path: Path) -> Path:
-    """A hidden name beside ``path`` for writing it, ending like it (so it is a map name too) and
-    naming this process, so that a leftover is recognised."""
-    return path.with_name(f".{os.getpid()}-{secrets.token_hex(4)}.{path.name}")
-
-
-def sweep_stale_temporaries(path: Path) -> None:
-    """Delete temporary files for ``path`` (``temporary_path``'s naming, nested too) left by a
-    process that has ended (killed, or a machine that stopped) or older than a day."""
-    pattern = re.compile(r"\.(\d+)-[0-9a-f]{8}\.(?:\.\d+-[0-9a-f]{8}\.)*" + re.escape(path.name))
-    for candidate in path.parent.glob(f".*{glob.escape(path.name)}"):
-        match = pattern.fullmatch(candidate.name)
-        if match and (not _process_alive(int(match.group(1))) or _age(candidate) > _STALE_AGE):
-            _remove_quietly(candidate)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # it exists but belongs to someone else
-    return True
-
-
-def _age(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def _header(m: Map) -> np.recarray:
@@ -512,12 +485,6 @@ def _as_path(path, what: str) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise InputError(f"the path of {what} must be text or a Path, not {type(path).__name__}")
     return Path(path)
-
-
-def _remove_quietly(path: Path) -> None:
-    """Best-effort cleanup: a read-only or vanished folder must not hide the error being reported."""
-    with contextlib.suppress(OSError):
-        path.unlink()
 
 
 def _format(value) -> str:

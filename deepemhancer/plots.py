@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from .files import atomic_path
 from .mapio import Map
-from .metrics.fourier import HALF_MAP_FSC_THRESHOLD
-
-if TYPE_CHECKING:
-    from .metrics import FSCCurve, GuinierFit
-    from .trust import HalvesCheck
+from .metrics import HALF_MAP_FSC_THRESHOLD, FSCCurve, GuinierFit, HalvesCheck, share_text
 
 
 def central_slices(volume: np.ndarray) -> list[np.ndarray]:
@@ -35,11 +32,10 @@ def _subplots(rows: int = 1, cols: int = 1, figsize: tuple[float, float] = (7, 4
 
 
 def _save(fig, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG atomically (temporary file, then rename) and close it."""
+    """Write ``fig`` as a PNG, whole or not at all (``files.atomic_path``)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    tmp.replace(path)
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, dpi=100, format="png")
     return path
 
 
@@ -64,9 +60,9 @@ def save_central_slices(maps: Sequence[Map], titles: Sequence[str], path: str | 
     return _save(fig, path)
 
 
-def _resolution_axis(ax, curves: Sequence["FSCCurve"]) -> None:
+def _resolution_axis(ax, curves: Sequence[FSCCurve]) -> None:
     """Linear in spatial frequency up to Nyquist, ticks labelled as resolution in Å."""
-    nyquist = max(float(c.resolution[-1]) for c in curves)
+    nyquist = max(float(c.frequency[-1]) for c in curves)
     ticks = np.linspace(0.0, nyquist, 6)[1:]
     ax.set_xlim(0.0, nyquist)
     ax.set_xticks(ticks)
@@ -74,12 +70,12 @@ def _resolution_axis(ax, curves: Sequence["FSCCurve"]) -> None:
     ax.set_xlabel("resolution (Å)")
 
 
-def save_fsc_curves(curves: Mapping[str, "FSCCurve"], path: str | Path, title: str = "Fourier shell correlation",
+def save_fsc_curves(curves: Mapping[str, FSCCurve], path: str | Path, title: str = "Fourier shell correlation",
                     thresholds: Sequence[float] = (HALF_MAP_FSC_THRESHOLD,)) -> Path:
     """Write a PNG of FSC curves (one line per name) with dashed threshold lines; returns the path."""
     fig, ax = _subplots()
     for name, curve in curves.items():
-        ax.plot(curve.resolution, curve.correlation, label=name, linewidth=1.5)
+        ax.plot(curve.frequency, curve.correlation, label=name, linewidth=1.5)
     for level in thresholds:
         ax.axhline(level, color="grey", linestyle="--", linewidth=0.8)
         ax.text(0.005, level + 0.01, f"{level:g}", color="grey", fontsize=8, transform=ax.get_yaxis_transform())
@@ -93,7 +89,7 @@ def save_fsc_curves(curves: Mapping[str, "FSCCurve"], path: str | Path, title: s
     return _save(fig, path)
 
 
-def save_guinier(fits: Mapping[str, "GuinierFit"], path: str | Path) -> Path:
+def save_guinier(fits: Mapping[str, GuinierFit], path: str | Path) -> Path:
     """Write a PNG of Guinier plots (ln mean |F| against s²), each with its fitted line over the fitted shells."""
     fig, ax = _subplots()
     for name, fit in fits.items():
@@ -109,12 +105,10 @@ def save_guinier(fits: Mapping[str, "GuinierFit"], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def save_halves_check(check: "HalvesCheck", path: str | Path) -> Path:
+def save_halves_check(check: HalvesCheck, path: str | Path) -> Path:
     """Write a PNG of the raw and enhanced halves' FSC, the raw FSC plus the noise margin, and the flagged shells."""
-    from .trust import share_text  # the caller made ``check``, so trust is loaded already
-
     fig, ax = _subplots()
-    s = check.raw.resolution
+    s = check.raw.frequency
     ax.plot(s, check.raw.correlation, label="raw halves", linewidth=1.5)
     ax.plot(s, check.enhanced.correlation, label="enhanced halves", linewidth=1.5)
     ax.fill_between(s, check.raw.correlation, check.raw.correlation + check.margin, color="grey", alpha=0.25,

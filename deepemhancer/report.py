@@ -10,17 +10,15 @@ import datetime
 import html
 import json
 import math
-import os
-import secrets
-import shutil
 from pathlib import Path
 from typing import Mapping
 
 from . import plots
 from .errors import InputError
-from .evaluate import curve_from_dict, guinier_from_dict
+from .evaluate import guinier_from_dict
+from .files import atomic_folder
 from .mapio import Map
-from .trust import HalvesCheck
+from .metrics import FSCCurve, HalvesCheck
 
 JSON_NAME, HTML_NAME = "report.json", "report.html"
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -58,39 +56,20 @@ def write_report(results: dict, out_dir: str | Path, maps: Mapping[str, Map] | N
     """Write report.json, the PNG plots and report.html into ``out_dir``; returns name -> final path.
 
     ``results`` is evaluate()'s dict; ``maps`` (optional) adds their central slices. Everything is
-    written into a temporary folder beside ``out_dir`` and renamed into place, so a failure leaves
-    no partial report (and an existing one, replaced only with ``force``, untouched).
+    written into a temporary folder beside ``out_dir`` and renamed into place (``files.atomic_folder``),
+    so a failure leaves no partial report (and an existing one, replaced only with ``force``, untouched).
     """
     out_dir = Path(out_dir).resolve()  # '.' has no name to put a temporary folder beside
     check_report_dir(out_dir, force)
-    work = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.part")
-    work.mkdir()
-    try:
+    with atomic_folder(out_dir) as work:
         written = {"json": _write_json(results, work / JSON_NAME)}
         written.update(_write_figures(results, maps or {}, work))
         written["html"] = _write_html(results, written, work / HTML_NAME)
-        _replace_dir(work, out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return {name: out_dir / path.name for name, path in written.items()}
 
 
 def _is_report_file(path: Path) -> bool:
     return path.is_file() and (path.name in (JSON_NAME, HTML_NAME) or path.suffix == ".png")
-
-
-def _replace_dir(work: Path, out_dir: Path) -> None:
-    """Move ``work`` to ``out_dir``; an existing report there is moved aside first and removed after."""
-    if out_dir.is_dir() and not any(out_dir.iterdir()):
-        out_dir.rmdir()
-    if not out_dir.exists():
-        os.replace(work, out_dir)
-        return
-    old = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.old")
-    os.replace(out_dir, old)
-    os.replace(work, out_dir)
-    shutil.rmtree(old)
 
 
 def _json_safe(value):
@@ -113,15 +92,15 @@ def _write_figures(results: dict, maps: Mapping[str, Map], folder: Path) -> dict
     figures: dict[str, Path] = {}
     halves = results.get("half_maps")
     if halves:
-        curves = {"half maps (unmasked)": curve_from_dict(halves["fsc_unmasked"])}
+        curves = {"half maps (unmasked)": FSCCurve.from_dict(halves["fsc_unmasked"])}
         if "fsc_masked_corrected" in halves:
-            curves["half maps (masked, corrected)"] = curve_from_dict(halves["fsc_masked_corrected"])
+            curves["half maps (masked, corrected)"] = FSCCurve.from_dict(halves["fsc_masked_corrected"])
         figures["fsc_half_maps"] = plots.save_fsc_curves(curves, folder / "fsc_half_maps.png",
                                                          "Half-map Fourier shell correlation")
     if "halves_check" in results:
         figures["halves_check"] = plots.save_halves_check(HalvesCheck.from_dict(results["halves_check"]),
                                                           folder / "halves_check.png")
-    model_curves = {name: curve_from_dict(entry["model"]["fsc"])
+    model_curves = {name: FSCCurve.from_dict(entry["model"]["fsc"])
                     for name, entry in results["maps"].items() if "model" in entry}
     if model_curves:
         figures["fsc_map_model"] = plots.save_fsc_curves(model_curves, folder / "fsc_map_model.png",
@@ -176,6 +155,9 @@ def _half_maps_section(results: dict) -> str:
     text = f"<p>Unmasked FSC = 0.143 at <b>{_number(halves['resolution_0143_unmasked'], 2)} Å</b>"
     if "fsc_masked_corrected" in halves:
         text += f"; masked, phase-randomisation corrected: <b>{_number(halves['resolution_0143'], 2)} Å</b>"
+    elif results.get("masked"):
+        text += ("; the mask was not used: the unmasked FSC reaches further than the mask-corrected one (RELION's "
+                 "rule; check that the mask covers the whole molecule with a soft edge)")
     return "<h2>Half maps</h2>" + text + ".</p>"
 
 

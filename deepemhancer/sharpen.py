@@ -1,8 +1,8 @@
 """Global B-factor sharpening of two half maps, as RELION's postprocess does it: the baseline our
 users compare enhanced maps with.
 
-Order of steps (RELION's): average the halves; FSC of the halves (with a mask: corrected by phase
-randomisation, Chen et al. 2013) and its 0.143 resolution; divide by the detector MTF; weight each
+Order of steps (RELION's): average the halves; FSC of the halves and its 0.143 resolution
+(``metrics.half_map_fsc``: with a mask, corrected by phase randomisation, Chen et al. 2013); divide by the detector MTF; weight each
 shell by sqrt(2 FSC / (1 + FSC)) (Rosenthal & Henderson 2003); fit the Guinier slope of the
 weighted map between ``low_resolution`` and the resolution; sharpen by that B; low-pass at the
 resolution with a raised-cosine edge. The mask only shapes the FSC: the output map is unmasked
@@ -20,7 +20,7 @@ from scipy import fft
 
 from .errors import InputError
 from .mapio import Map, check_same_grid, validate_for_enhancement
-from .metrics import (HALF_MAP_FSC_THRESHOLD, FSCCurve, GuinierFit, fsc, fsc_masked_corrected, guinier_bfactor,
+from .metrics import (HALF_MAP_FSC_THRESHOLD, FSCCurve, GuinierFit, check_mask, guinier_bfactor, half_map_fsc,
                       radial_frequency_grid, resolution_at)
 
 log = logging.getLogger("deepemhancer")
@@ -33,14 +33,16 @@ LOWPASS_EDGE_SHELLS = 2.0  # RELION's default width of the low-pass edge, in Fou
 class SharpenResult:
     """map: the sharpened average on the input grid; b_factor: the apparent B (Å², positive for a
     blurred map) that was removed, i.e. amplitudes were multiplied by exp(+b_factor s² / 4);
-    resolution: the low-pass resolution (Å); fsc: the half-map FSC (mask-corrected when masked);
-    guinier: the fit of the FSC-weighted map, None when the user gave the B-factor; filter: the
-    Fourier gain that made ``map`` from the halves' average."""
+    resolution: the low-pass resolution (Å); fsc: the half-map FSC (``metrics.half_map_fsc``);
+    fsc_masking: how the mask entered it ("unmasked", or "corrected"); guinier: the fit of the
+    FSC-weighted map, None when the user gave the B-factor; filter: the Fourier gain that made
+    ``map`` from the halves' average."""
 
     map: Map
     b_factor: float
     resolution: float
     fsc: FSCCurve
+    fsc_masking: str
     guinier: GuinierFit | None
     filter: "SharpeningFilter"
 
@@ -67,12 +69,13 @@ def sharpen(half1: Map, half2: Map, *, resolution: float | None = None, b_factor
     voxel = half1.isotropic_voxel_size
     shape = half1.data.shape
     if mask is not None:
-        _check_mask(mask, shape)
+        check_mask(mask, shape, "the half maps'")
     if b_factor is not None and not np.isfinite(b_factor):
         raise InputError(f"b_factor must be a finite number of Å², got {b_factor}")
     if mtf_pixel_size is not None and not (np.isfinite(mtf_pixel_size) and mtf_pixel_size > 0):
         raise InputError(f"the MTF's pixel size must be a positive number of Å, got {mtf_pixel_size}")
-    curve = half_map_fsc(half1.data, half2.data, voxel, mask)
+    measured = half_map_fsc(half1.data, half2.data, voxel, mask)
+    curve = measured.curve
     if low_resolution is None:
         low_resolution = max(AUTO_LOW_RESOLUTION, 2.0 * (resolution or _fsc_resolution(curve, 2.0 * voxel)))
     resolution = _choose_resolution(curve, resolution, voxel, low_resolution, fitting=b_factor is None)
@@ -88,7 +91,8 @@ def sharpen(half1: Map, half2: Map, *, resolution: float | None = None, b_factor
         log.warning("b_factor %g Å² is negative: it blurs the map (a positive apparent B sharpens it)", b_factor)
     final = dataclasses.replace(weighting, b_factor=float(b_factor), resolution=float(resolution))
     return SharpenResult(map=half1.with_data(final.apply(average)), b_factor=float(b_factor),
-                         resolution=float(resolution), fsc=curve, guinier=fit, filter=final)
+                         resolution=float(resolution), fsc=curve, fsc_masking=measured.masking, guinier=fit,
+                         filter=final)
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,7 +115,7 @@ class SharpeningFilter:
         """The gain on the rfftn grid of a volume of ``shape`` (float32)."""
         frequency = radial_frequency_grid(shape, self.voxel_size)
         # The DC term (not in the curve) holds the mean, which both halves share: weight 1.
-        correlation = np.interp(frequency, np.r_[0.0, self.fsc.resolution], np.r_[1.0, self.fsc.correlation])
+        correlation = np.interp(frequency, np.r_[0.0, self.fsc.frequency], np.r_[1.0, self.fsc.correlation])
         gain = fsc_weight(correlation)
         if self.mtf is not None:
             gain /= _mtf_on_grid(self.mtf, frequency, self.voxel_size, self.mtf_pixel_size)
@@ -128,26 +132,6 @@ class SharpeningFilter:
         volume = np.asarray(volume, dtype=np.float32)
         spectrum = fft.rfftn(volume, workers=-1) * self.gain(volume.shape)
         return fft.irfftn(spectrum, s=volume.shape, workers=-1).astype(np.float32, copy=False)
-
-
-def half_map_fsc(half1: np.ndarray, half2: np.ndarray, voxel_size: float, mask: np.ndarray | None) -> FSCCurve:
-    """The halves' FSC; with a mask, corrected by phase randomisation (Chen et al. 2013), unless
-    the unmasked FSC stays above 0.143 further: then, as RELION does, the mask is not used."""
-    unmasked = fsc(half1, half2, voxel_size)
-    if mask is None:
-        return unmasked
-    corrected = fsc_masked_corrected(half1, half2, voxel_size, mask)
-    if _shells_above_threshold(unmasked) > _shells_above_threshold(corrected):
-        log.warning("the unmasked half-map FSC extends beyond the mask-corrected one: the mask is not used for "
-                    "the FSC; check that it covers the whole molecule with a soft edge")
-        return unmasked
-    return corrected
-
-
-def _shells_above_threshold(curve: FSCCurve) -> int:
-    """How many shells, from the lowest, have FSC >= 0.143."""
-    below = np.flatnonzero(np.asarray(curve.correlation) < HALF_MAP_FSC_THRESHOLD)
-    return int(below[0]) if below.size else len(curve.correlation)
 
 
 def fsc_weight(correlation: np.ndarray) -> np.ndarray:
@@ -276,16 +260,3 @@ def _fsc_resolution(curve: FSCCurve, nyquist: float) -> float:
                     "the halves may not be independent", HALF_MAP_FSC_THRESHOLD, nyquist)
         return nyquist
     return max(float(resolution_at(curve, HALF_MAP_FSC_THRESHOLD)), nyquist)
-
-
-def _check_mask(mask: np.ndarray, shape: tuple[int, ...]) -> None:
-    """InputError unless ``mask`` is a finite array of values in [0, 1], not all 0, on the halves' grid."""
-    if np.shape(mask) != shape:
-        raise InputError(f"the mask's shape {np.shape(mask)} differs from the half maps' {shape}; "
-                         "give a mask on the half maps' grid")
-    values = np.asarray(mask)
-    if not np.isfinite(values).all() or values.min() < -1e-6 or values.max() > 1 + 1e-6:
-        raise InputError("mask values must lie between 0 and 1 (1 = molecule, 0 = solvent); "
-                         "give a binary or soft mask, not a map")
-    if not values.any():
-        raise InputError("the mask is all zero; give a mask that covers the molecule")

@@ -1,5 +1,4 @@
 """Names shared by the plugin: Scipion variables, the weights package, output names, form choices."""
-from deepemhancer.metrics.fourier import HALF_MAP_FSC_THRESHOLD
 
 # Scipion variables (scipion.conf or the environment).
 MODELS_DIR_VAR = "DEEPEMHANCER_MODELS_DIR"  # the engine's model folder; empty: the engine's default
@@ -51,8 +50,6 @@ THRESHOLD_AUTO = 0
 THRESHOLD_DENSITY = 1
 THRESHOLD_VOLUME = 2
 THRESHOLD_CHOICES = ["automatic", "density threshold", "enclosed volume"]
-
-FSC_THRESHOLD = HALF_MAP_FSC_THRESHOLD  # the engine's one definition
 
 # Files written in each run's extra folder.
 ENHANCED_FILE = "enhanced.mrc"

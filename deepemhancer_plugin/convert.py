@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from pathlib import Path
 
@@ -56,34 +55,19 @@ def output_volume(filename: str, like: Volume, cls=Volume) -> Volume:
 
 
 def write_json(path: str, content: dict) -> str:
-    """Write a small JSON result atomically; returns the path (a step's result file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(content, handle, indent=1)
-    os.replace(tmp, path)
-    return path
+    """Write a small JSON result, whole or not at all (the engine's one writer); returns the path (a
+    step's result file)."""
+    from deepemhancer.files import write_atomic
+
+    return str(write_atomic(path, json.dumps(content, indent=1)))
 
 
 def read_json(path: str) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def curve_dict(curve) -> dict:
-    """An engine FSCCurve as JSON-ready values: the engine's own format (``evaluate.curve_to_dict``)."""
-    from deepemhancer.evaluate import curve_to_dict
-
-    return curve_to_dict(curve)
-
-
-def curve_from_dict(content: dict):
-    """The engine FSCCurve that ``curve_dict`` wrote."""
-    from deepemhancer.evaluate import curve_from_dict as engine_curve_from_dict
-
-    return engine_curve_from_dict(content)
-
-
 def fsc_object(curve: dict, label: str) -> FSC:
-    """A pwem FSC (x: frequency in 1/Å, y: correlation) from ``curve_dict``'s content."""
+    """A pwem FSC (x: frequency in 1/Å, y: correlation) from an engine ``FSCCurve.to_dict()``."""
     fsc = FSC(objLabel=label)
     fsc.setData(list(curve["resolution_inv_angstrom"]), list(curve["correlation"]))
     return fsc

@@ -20,11 +20,10 @@ from pathlib import Path
 
 from deepemhancer.cli import main as deepemhancer_main
 from deepemhancer.halves_input import baseline_sharpening
-from deepemhancer.mapio import read_map, write_map
+from deepemhancer.mapio import average_halves, read_map, write_map
 from deepemhancer.metrics import model_agreement, model_reference
 from deepemhancer.models import registry
 from deepemhancer.models.store import read_metadata
-from deepemhancer.pipeline import average_halves
 from deepemhancer.plots import save_central_slices
 from deepemhancer.train.validate import pseudo_halves
 

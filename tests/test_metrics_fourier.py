@@ -71,7 +71,7 @@ def test_fsc_of_a_map_with_itself_is_one_in_every_shell(shape):
     curve = fsc(a, a, 1.2)
     assert curve.correlation.size == max(shape) // 2
     np.testing.assert_allclose(curve.correlation, 1.0, atol=1e-6)
-    np.testing.assert_allclose(curve.resolution, np.arange(1, max(shape) // 2 + 1) / (max(shape) * 1.2))
+    np.testing.assert_allclose(curve.frequency, np.arange(1, max(shape) // 2 + 1) / (max(shape) * 1.2))
 
 
 @pytest.mark.parametrize("shape", [(24, 24, 24), (19, 22, 16)])
@@ -95,10 +95,10 @@ def test_fsc_of_a_hard_low_pass_falls_at_its_cutoff():
     original = _noise((48, 48, 48), 7)
     cutoff = 8.0
     curve = fsc(_hard_low_pass(original, 1.0, cutoff), original, 1.0)
-    shell_width = curve.resolution[0]
+    shell_width = curve.frequency[0]
     assert abs(1.0 / resolution_at(curve, 0.5) - 1.0 / cutoff) <= shell_width
     assert abs(1.0 / resolution_at(curve, 0.143) - 1.0 / cutoff) <= shell_width
-    beyond = curve.resolution > 1.0 / cutoff + shell_width  # only float32 rounding is left there
+    beyond = curve.frequency > 1.0 / cutoff + shell_width  # only float32 rounding is left there
     assert np.all(np.abs(curve.correlation[beyond]) < 4 / np.sqrt(curve.n_voxels[beyond] / 2))
 
 
@@ -153,14 +153,14 @@ def test_phase_randomisation_removes_the_correlation_a_sharp_mask_adds():
     unmasked = fsc(a, b, voxel)
     raw = fsc(a, b, voxel, mask)
     corrected = fsc_masked_corrected(a, b, voxel, mask)
-    high = raw.resolution > 1 / 5.0
+    high = raw.frequency > 1 / 5.0
     assert np.mean(raw.correlation[high]) > np.mean(unmasked.correlation[high]) + 0.2  # the mask inflates
     assert np.all(corrected.correlation[high] < raw.correlation[high])
     # Back to the unmasked curve within the noise of a masked FSC (fewer independent voxels).
     sigma = 1.0 / np.sqrt(raw.n_voxels[high] * mask.mean() / 2)
     assert np.all(np.abs(corrected.correlation[high] - unmasked.correlation[high]) < 4 * sigma)
     assert abs(np.mean(corrected.correlation[high] - unmasked.correlation[high])) < 0.05
-    low = raw.resolution < 1 / 12.0  # before randomisation the masked curve is kept
+    low = raw.frequency < 1 / 12.0  # before randomisation the masked curve is kept
     np.testing.assert_array_equal(corrected.correlation[low], raw.correlation[low])
 
 

@@ -1,9 +1,9 @@
-"""Guinier B-factor fits and B-factor application, against blurs applied here with numpy."""
+"""Guinier B-factor fits, against blurs applied here with numpy."""
 import numpy as np
 import pytest
 
 from deepemhancer.errors import InputError
-from deepemhancer.metrics import apply_bfactor, guinier_bfactor
+from deepemhancer.metrics import guinier_bfactor
 
 VOXEL = 1.0
 
@@ -42,11 +42,3 @@ def test_guinier_fit_exposes_points_and_line_for_plotting():
 def test_guinier_range_too_narrow_for_the_box_is_refused():
     with pytest.raises(InputError, match="Fourier shells"):
         guinier_bfactor(_white((16, 16, 16)), VOXEL, low_resolution=4.0, high_resolution=3.5)
-
-
-def test_apply_bfactor_matches_the_reference_and_inverts():
-    volume = _white((20, 18, 22), seed=1)
-    blurred = apply_bfactor(volume, 1.3, 60.0)
-    assert blurred.dtype == np.float32
-    np.testing.assert_allclose(blurred, _blur_reference(volume, 1.3, 60.0), atol=1e-5)
-    np.testing.assert_allclose(apply_bfactor(blurred, 1.3, -60.0), volume, atol=2e-4)

@@ -209,7 +209,7 @@ def test_half_maps_on_different_grids_are_refused(scene):
 @pytest.mark.parametrize("options, message", [
     (dict(resolution=1.5), "beyond Nyquist"),
     (dict(resolution=12.0), "low-resolution limit"),
-    (dict(mask=np.full((N, N, N), 2.0)), "between 0 and 1"),
+    (dict(mask=np.full((N, N, N), 2.0)), "mask values must lie in 0..1"),
     (dict(mask=np.ones((N, N, N - 1))), "shape"),
 ])
 def test_invalid_options_are_refused(scene, options, message):

@@ -15,17 +15,17 @@ import torch
 from scipy import stats
 
 from deepemhancer.cli import main
+from deepemhancer.confidence import augmentations, enhance_with_confidence
 from deepemhancer.errors import InputError
 from deepemhancer.halves_input import halves_channels
-from deepemhancer.mapio import Geometry, Map, read_map, write_map
-from deepemhancer.metrics import fsc, shared_power
+from deepemhancer.mapio import Geometry, Map, average_halves, read_map, write_map
+from deepemhancer.metrics import HalvesCheck, fsc, halves_check, share_text, shared_power
 from deepemhancer.models.registry import bundled_dir
 from deepemhancer.models.store import save_model
 from deepemhancer.nn import UNet
 from deepemhancer.normalization import noise_statistics_radial
-from deepemhancer.pipeline import EnhanceOptions, Model, average_halves, enhance, load_model
+from deepemhancer.pipeline import EnhanceOptions, Model, enhance, load_model
 from deepemhancer.plots import save_halves_check
-from deepemhancer.trust import HalvesCheck, augmentations, enhance_with_confidence, halves_check, share_text
 
 NOISE_STD = 0.05
 OPTIONS = EnhanceOptions(noise_stats=(0.0, NOISE_STD), gpu_ids="-1", batch_size=8, progress=False)
@@ -354,7 +354,7 @@ def test_halves_check_flags_detail_shared_by_the_enhanced_halves_only(raw_halves
     e1, e2 = as_map(low_pass(h1.data, 12) + invented), as_map(low_pass(h2.data, 12) + invented)
     check = halves_check(h1, h2, e1, e2)
     assert check.invented_detail and check.verdict.startswith("possible invented detail")
-    flagged = 1.0 / check.raw.resolution[check.flagged]
+    flagged = 1.0 / check.raw.frequency[check.flagged]
     assert flagged.max() <= 40 / 13.5 and flagged.min() == pytest.approx(2.0)  # the pattern's shells, to Nyquist
     assert check.enhanced_resolution < check.raw_resolution
     # the pattern carries a third of the enhanced halves' shared power; the raw halves' share is noise

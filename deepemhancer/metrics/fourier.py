@@ -1,4 +1,5 @@
-"""Fourier-space measures: the frequency grid, Fourier shell correlation and the resolution it gives.
+"""Fourier-space measures: the frequency grid, Fourier shell correlation and the resolution it gives;
+``half_map_fsc`` is the one recipe for the FSC and resolution of two half maps.
 
 Shells are one Fourier voxel wide: shell k holds the coefficients whose spatial frequency |s| rounds
 to k * ds, with ds = 1 / (longest box edge in Å) (RELION's and servalcat's shells). Curves run from
@@ -9,6 +10,7 @@ half the memory of numpy's complex128 (maps of 400³ and more).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -16,6 +18,9 @@ import numpy as np
 import scipy.fft
 
 from ..errors import InputError
+from .masks import check_mask
+
+log = logging.getLogger("deepemhancer")
 
 _SLAB = 16  # planes of the transform summed at a time: bounds the temporaries for large maps
 _RANDOMISE_AT_FSC = 0.8  # RELION's default: randomise phases where the unmasked FSC first drops below this
@@ -26,16 +31,28 @@ _CORRECTION_DELAY = 2  # shells after the randomisation start left uncorrected (
 class FSCCurve:
     """A Fourier shell correlation curve.
 
-    resolution: shell centres as spatial frequency in 1/Å (k * ds, k = 1 .. Nyquist), not in Å.
+    frequency: shell centres as spatial frequency in 1/Å (k * ds, k = 1 .. Nyquist); the resolution
+        of a shell in Å is 1 / frequency.
     correlation: FSC per shell; 0 where either map has no power in the shell.
     n_voxels: Fourier coefficients in each shell, counted over the full (Hermitian) transform.
     voxel_size: Å, so that the Nyquist resolution (2 * voxel_size) is known.
     """
 
-    resolution: np.ndarray
+    frequency: np.ndarray
     correlation: np.ndarray
     n_voxels: np.ndarray
     voxel_size: float
+
+    def to_dict(self) -> dict:
+        """JSON-ready values (the format of reports and of the plugin's result files)."""
+        return {"resolution_inv_angstrom": self.frequency.tolist(), "correlation": self.correlation.tolist(),
+                "n_voxels": self.n_voxels.tolist(), "voxel_size": self.voxel_size}
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> "FSCCurve":
+        """The curve back from ``to_dict``'s values."""
+        return cls(np.asarray(entry["resolution_inv_angstrom"]), np.asarray(entry["correlation"]),
+                   np.asarray(entry["n_voxels"]), float(entry["voxel_size"]))
 
 
 def radial_frequency_grid(shape: Sequence[int], voxel_size: float | Sequence[float]) -> np.ndarray:
@@ -87,9 +104,9 @@ def resolution_at(curve: FSCCurve, threshold: float = HALF_MAP_FSC_THRESHOLD) ->
         return 2.0 * curve.voxel_size
     i = int(below[0])
     if i == 0:
-        return float(1.0 / curve.resolution[0])
+        return float(1.0 / curve.frequency[0])
     c0, c1 = curve.correlation[i - 1], curve.correlation[i]
-    s0, s1 = curve.resolution[i - 1], curve.resolution[i]
+    s0, s1 = curve.frequency[i - 1], curve.frequency[i]
     s = s0 + (c0 - threshold) / (c0 - c1) * (s1 - s0)
     return float(1.0 / s)
 
@@ -105,8 +122,14 @@ def fsc_masked_corrected(a: np.ndarray, b: np.ndarray, voxel_size: float, mask: 
     FSC_true = (FSC_t - FSC_n) / (1 - FSC_n), with FSC_t the masked FSC; below, FSC_t. When the
     unmasked FSC stays above 0.8 up to Nyquist there is nothing to randomise and FSC_t is returned.
     """
+    return _masked_corrected(a, b, voxel_size, mask, fsc(a, b, voxel_size), randomise_beyond, seed)
+
+
+def _masked_corrected(a: np.ndarray, b: np.ndarray, voxel_size: float, mask: np.ndarray, unmasked: FSCCurve,
+                      randomise_beyond: float | None, seed: int) -> FSCCurve:
+    """``fsc_masked_corrected`` given the unmasked FSC of ``a`` and ``b``."""
     masked = fsc(a, b, voxel_size, mask)
-    start = _randomisation_shell(fsc(a, b, voxel_size), randomise_beyond)
+    start = _randomisation_shell(unmasked, randomise_beyond)
     if start is None:
         return masked
     rng = np.random.default_rng(seed)
@@ -116,7 +139,62 @@ def fsc_masked_corrected(a: np.ndarray, b: np.ndarray, voxel_size: float, mask: 
     corrected = np.where(shells >= start + _CORRECTION_DELAY,
                          (masked.correlation - noise.correlation) / np.maximum(1.0 - noise.correlation, 1e-6),
                          masked.correlation)
-    return FSCCurve(masked.resolution, corrected, masked.n_voxels, masked.voxel_size)
+    return FSCCurve(masked.frequency, corrected, masked.n_voxels, masked.voxel_size)
+
+
+@dataclass(frozen=True, eq=False)
+class HalfMapFSC:
+    """The FSC of two half maps and the resolution it gives (``half_map_fsc``).
+
+    curve: the FSC the resolution is read from.
+    masking: how a mask entered ``curve``: "unmasked" (no mask, or one that RELION's rule set
+        aside), "corrected" (masked, phase-randomisation corrected) or "masked" (masked, uncorrected).
+    resolution: Å where ``curve`` first falls below HALF_MAP_FSC_THRESHOLD (``resolution_at``).
+    """
+
+    curve: FSCCurve
+    masking: str
+    resolution: float
+
+
+def half_map_fsc(half1: np.ndarray, half2: np.ndarray, voxel_size: float, mask: np.ndarray | None = None, *,
+                 correct_for_mask: bool = True) -> HalfMapFSC:
+    """The one recipe for "the FSC and resolution of these half maps": sharpening, ``evaluate``,
+    validation, the independent-halves check and the plugin's FSC, sharpening and viewer all use it.
+
+    Without a mask: the plain FSC. With a mask (values 0..1 on the halves' grid): the masked FSC
+    corrected for the mask's own correlation by phase randomisation (``fsc_masked_corrected``),
+    unless the unmasked FSC stays at or above 0.143 for more shells: then, as RELION's postprocess
+    does, the unmasked one (a mask that cuts into the molecule would cost resolution; a warning
+    says so).
+
+    correct_for_mask=False gives the plain masked FSC, without randomisation or RELION's rule. It
+    is for comparing two pairs of maps under one mask shell by shell, as the independent-halves
+    check does: the mask adds the same correlation to both curves, so it cancels in their
+    difference, whose noise (the check's margin) is that of a plain masked FSC; the correction
+    would add the randomisation's own noise to each curve, and the rule could measure the two
+    pairs differently.
+    """
+    if mask is not None:
+        check_mask(mask, np.shape(half1), "the half maps'")
+        if not correct_for_mask:
+            masked = fsc(half1, half2, voxel_size, mask)
+            return HalfMapFSC(masked, "masked", resolution_at(masked))
+    unmasked = fsc(half1, half2, voxel_size)
+    if mask is None:
+        return HalfMapFSC(unmasked, "unmasked", resolution_at(unmasked))
+    corrected = _masked_corrected(half1, half2, voxel_size, mask, unmasked, None, 0)
+    if _shells_above_threshold(unmasked) > _shells_above_threshold(corrected):
+        log.warning("the unmasked half-map FSC extends beyond the mask-corrected one: the mask is not used for "
+                    "the FSC; check that it covers the whole molecule with a soft edge")
+        return HalfMapFSC(unmasked, "unmasked", resolution_at(unmasked))
+    return HalfMapFSC(corrected, "corrected", resolution_at(corrected))
+
+
+def _shells_above_threshold(curve: FSCCurve) -> int:
+    """How many shells, from the lowest, have FSC >= HALF_MAP_FSC_THRESHOLD."""
+    below = np.flatnonzero(np.asarray(curve.correlation) < HALF_MAP_FSC_THRESHOLD)
+    return int(below[0]) if below.size else len(curve.correlation)
 
 
 def shell_sums(shape: Sequence[int], voxel_size: float,
@@ -197,7 +275,7 @@ def _correlation(cross: np.ndarray, power_a: np.ndarray, power_b: np.ndarray) ->
 def _curve(shape: Sequence[int], voxel_size: float, correlation: np.ndarray, counts: np.ndarray) -> FSCCurve:
     """An FSCCurve from per-shell values of shells 0 .. Nyquist (shell 0 dropped)."""
     ds, n_shells = _shell_step(shape, voxel_size)
-    return FSCCurve(resolution=np.arange(1, n_shells + 1) * ds, correlation=correlation[1:],
+    return FSCCurve(frequency=np.arange(1, n_shells + 1) * ds, correlation=correlation[1:],
                     n_voxels=np.rint(counts[1:]).astype(np.int64), voxel_size=float(voxel_size))
 
 
@@ -206,8 +284,8 @@ def _randomisation_shell(unmasked: FSCCurve, randomise_beyond: float | None) -> 
     if randomise_beyond is not None:
         if not randomise_beyond > 0:
             raise InputError(f"randomise_beyond must be a resolution in Å > 0, got {randomise_beyond}")
-        shell = max(1, int(np.rint(1.0 / (randomise_beyond * unmasked.resolution[0]))))
-        return shell if shell <= unmasked.resolution.size else None
+        shell = max(1, int(np.rint(1.0 / (randomise_beyond * unmasked.frequency[0]))))
+        return shell if shell <= unmasked.frequency.size else None
     below = np.flatnonzero(unmasked.correlation < _RANDOMISE_AT_FSC)
     return int(below[0]) + 1 if below.size else None
 
@@ -238,10 +316,9 @@ def _check_maps(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None, voxel_siz
 
 
 def check_map_shapes(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None) -> None:
-    """InputError unless ``a``, ``b`` (and ``mask``) are 3D arrays of one shape."""
+    """InputError unless ``a`` and ``b`` are 3D arrays of one shape (and ``mask`` passes ``check_mask`` on it)."""
     if np.ndim(a) != 3 or np.shape(a) != np.shape(b):
         raise InputError(f"the two maps must be 3D arrays of one shape, got {np.shape(a)} and {np.shape(b)}; "
                          "give maps on one grid")
-    if mask is not None and np.shape(mask) != np.shape(a):
-        raise InputError(f"the mask's shape {np.shape(mask)} differs from the maps' {np.shape(a)}; "
-                         "give a mask on the maps' grid")
+    if mask is not None:
+        check_mask(mask, np.shape(a))

@@ -71,13 +71,3 @@ def guinier_bfactor(volume: np.ndarray, voxel_size: float, low_resolution: float
     slope, intercept = np.polyfit(s[in_fit] ** 2, ln_amplitude[in_fit], 1)
     return GuinierFit(b_factor=float(-4.0 * slope), intercept=float(intercept), s_squared=s ** 2,
                       ln_amplitude=ln_amplitude, in_fit=in_fit)
-
-
-def apply_bfactor(volume: np.ndarray, voxel_size: float, b_factor: float) -> np.ndarray:
-    """``volume`` with its amplitudes multiplied by exp(-b_factor s² / 4): B > 0 blurs, B < 0 sharpens."""
-    transform = scipy.fft.rfftn(np.asarray(volume, dtype=np.float32), workers=-1)
-    s = radial_frequency_grid(volume.shape, voxel_size)
-    np.square(s, out=s)
-    s *= np.float32(-b_factor / 4.0)
-    transform *= np.exp(s, out=s)
-    return scipy.fft.irfftn(transform, s=volume.shape, workers=-1).astype(np.float32, copy=False)

@@ -1,4 +1,5 @@
-"""Soft masks for masked FSC: threshold, dilate, then a raised-cosine edge."""
+"""Masks as measurements take them: ``check_mask`` (the one check of a given mask) and ``soft_mask``
+(threshold, dilate, then a raised-cosine edge)."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,28 @@ from scipy import ndimage
 from ..errors import InputError
 
 _SLAB = 32  # planes per distance transform: bounds its memory (it keeps int32 indices of every voxel)
+_VALUE_TOLERANCE = 1e-6  # soft masks written in float32 may reach 1 + a rounding error
+
+
+def check_mask(mask: np.ndarray, shape: tuple[int, ...], grid: str = "the maps'") -> None:
+    """InputError unless ``mask`` is an array of ``shape`` with finite values in 0..1 (1 = molecule,
+    0 = solvent; binary or soft), not all 0. ``grid`` names whose grid it must be on in the message.
+
+    The one check of a mask given to a measurement (half-map FSC, sharpening, evaluation, the
+    halves check).
+    """
+    if np.shape(mask) != tuple(shape):
+        raise InputError(f"the mask's shape {np.shape(mask)} differs from {grid} {tuple(shape)}; "
+                         f"give a mask on {grid} grid")
+    values = np.asarray(mask)
+    if not np.isfinite(values).all():
+        raise InputError("the mask holds NaN or infinite values; give a binary or soft mask with values in 0..1")
+    low, high = float(values.min()), float(values.max())
+    if low < -_VALUE_TOLERANCE or high > 1.0 + _VALUE_TOLERANCE:
+        raise InputError(f"mask values must lie in 0..1 (1 = molecule, 0 = solvent), found {low:g} to {high:g}; "
+                         "give a binary or soft mask, not a map")
+    if high <= 0.0:
+        raise InputError("the mask is all zero; give a mask that covers the molecule")
 
 
 def soft_mask(mask_or_map: np.ndarray, threshold: float, dilation_voxels: float,

@@ -28,8 +28,9 @@ import numpy as np
 import scipy.fft
 
 from ..errors import InputError
-from ..mapio import Map, check_same_grid, voxel_centre_xyz
-from .fourier import FSCCurve, fsc, radial_frequency_grid
+from ..mapio import Map, voxel_centre_xyz
+from .fourier import radial_frequency_grid
+from .masks import check_mask
 
 SOLVENT_RADIUS = 1.11  # Å, cctbx mmtbx.masks default
 SHRINK_TRUNCATION_RADIUS = 0.9  # Å, cctbx mmtbx.masks default
@@ -115,30 +116,19 @@ def molecular_mask(structure_path: str | Path, like: Map) -> np.ndarray:
 
 def map_model_correlations(map_data: np.ndarray, model_data: np.ndarray, mask: np.ndarray) -> MapModelCC:
     """CC_box, CC_mask, CC_volume and CC_peaks of a map and its model map; ``mask`` is the molecular mask."""
-    if np.shape(map_data) != np.shape(model_data) or np.shape(mask) != np.shape(map_data):
-        raise InputError(f"map {np.shape(map_data)}, model map {np.shape(model_data)} and mask {np.shape(mask)} "
-                         "must share one grid; compute the model map and mask on the map's grid")
+    if np.shape(map_data) != np.shape(model_data):
+        raise InputError(f"map {np.shape(map_data)} and model map {np.shape(model_data)} must share one grid; "
+                         "compute the model map on the map's grid")
     inside = np.asarray(mask, dtype=bool).ravel()
     n = int(inside.sum())
-    if n < 2:
+    if n < 2 and np.shape(mask) == np.shape(map_data):  # the usual cause, named before check_mask's generic one
         raise InputError("the molecular mask holds fewer than 2 voxels; check that the model lies in the map's box")
+    check_mask(mask, np.shape(map_data), "the map's")
     x, y = np.ravel(map_data), np.ravel(model_data)
     top_model, top_map = _top(y, n), _top(x, n)
     return MapModelCC(cc_box=_pearson(x, y), cc_mask=_pearson(x[inside], y[inside]),
                       cc_volume=_pearson(x[top_model], y[top_model]),
                       cc_peaks=_pearson(x[top_model | top_map], y[top_model | top_map]), n_mask_voxels=n)
-
-
-def map_model_cc(m: Map, structure_path: str | Path, resolution: float) -> MapModelCC:
-    """phenix.map_model_cc's correlations of ``m`` and the model in ``structure_path`` at ``resolution`` Å."""
-    model = model_map(structure_path, m, resolution)
-    return map_model_correlations(m.data, model.data, molecular_mask(structure_path, m))
-
-
-def map_model_fsc(m: Map, model: Map, mask: np.ndarray | None = None) -> FSCCurve:
-    """FSC of a map and its model map (same grid), ``mask`` applied to both; read it at 0.5."""
-    check_same_grid(m, model, "the map", "the model map")
-    return fsc(m.data, model.data, m.isotropic_voxel_size, mask)
 
 
 def _frame(like: Map, resolution: float) -> _Frame:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
-from .store import HALVES_NORMALIZATION, atomic_write_bytes, check_writable_models_folder, read_metadata
+from ..files import write_atomic
+from .store import HALVES_NORMALIZATION, check_writable_models_folder, read_metadata
 
 log = logging.getLogger("deepemhancer")
 
@@ -133,7 +134,8 @@ def cached_sha256(path: Path) -> str:
     sha = _keras_import().file_sha256(path)
     index[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
     try:
-        atomic_write_bytes(index_path, json.dumps(index, indent=1).encode())
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(index_path, json.dumps(index, indent=1))
     except OSError:
         pass  # a read-only model folder only costs a rehash next time
     return sha

@@ -12,7 +12,6 @@ No code is ever read from a model file.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
+from ..files import write_atomic
 
 if TYPE_CHECKING:  # torch is imported where weights are handled, not to read a model's JSON
     import torch
@@ -89,29 +89,6 @@ def read_metadata(json_path: Path) -> dict[str, Any]:
     return validate_metadata(metadata, str(json_path))
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``path`` through a hidden temporary file and a rename: readers see all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
-
-
 def check_writable_models_folder(folder: Path) -> None:
     """ModelError, naming the folder rather than any model file, when models cannot be written there."""
     try:
@@ -132,8 +109,9 @@ def save_model(json_path: Path, metadata: dict[str, Any], state_dict: dict[str, 
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}
     validate_metadata(metadata, str(json_path))
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    atomic_write_bytes(weights_path(json_path), save(tensors))
-    atomic_write_bytes(json_path, (json.dumps(metadata, indent=1) + "\n").encode())
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(weights_path(json_path), save(tensors))
+    write_atomic(json_path, json.dumps(metadata, indent=1) + "\n")
     return json_path
 
 

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import InputError
+from ..files import atomic_path
 from ..halves_input import CHANNELS as HALVES_CHANNELS, NORMALIZATION as HALVES_NORMALIZATION
 from ..models.store import save_model
 from ..nn import UNet, count_parameters
@@ -126,9 +126,8 @@ def save_checkpoint(path: Path, step: int, network: torch.nn.Module, optimizer: 
     state = {"step": step, "seconds": seconds, "config": dataclasses.asdict(config),
              "optimizer_param_groups": optimizer_state["param_groups"], "optimizer_plain": plain,
              "scheduler": scheduler.state_dict()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata={"state": json.dumps(state)})
 
 
 def load_checkpoint(path: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -11,7 +11,9 @@ The B-factor arm is ``halves_input.baseline_sharpening`` (RELION-style, the Guin
 twice the resolution for maps coarser than 5 Å): exactly the map a half-map model's first channel
 holds.
 
-The independent-halves check is ``trust.halves_check`` under the soft molecular mask. A single-map
+The input's resolution is the halves' unmasked FSC 0.143 (``metrics.half_map_fsc`` without a
+mask: the simulations have no user mask). The independent-halves check is
+``metrics.halves_check`` under the soft molecular mask. A single-map
 model enhances each half map alone; a half-map model enhances two independent pairs of half maps
 (same signal, four noise draws). Shells beyond the input's FSC 0.143 where the two enhanced maps
 agree more than chance allows are detail the data do not support, and the share of their shared
@@ -27,11 +29,11 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError, NormalizationError
-from ..mapio import Geometry, Map, read_map
-from ..metrics import ModelAgreement, fsc, model_agreement, model_reference, read_structure, resolution_at
+from ..mapio import Geometry, Map, average_halves, read_map
+from ..metrics import (HalvesCheck, ModelAgreement, half_map_fsc, halves_check as check_halves, model_agreement,
+                       model_reference, read_structure, share_text)
 from ..masks import shape_mask
-from .. import trust
-from ..pipeline import EnhanceOptions, Model, average_halves, enhance, takes_halves
+from ..pipeline import EnhanceOptions, Model, enhance, takes_halves
 from ..halves_input import baseline_sharpening
 from .dataset import structure_name, structure_seed
 from .simulate import SimulationSettings, coloured_noise, noise_scale, simulate
@@ -47,7 +49,7 @@ class CaseResult:
     name: str
     resolution: float
     scores: dict[str, ModelAgreement]
-    halves: trust.HalvesCheck | None = None  # trust.halves_check under the FSC mask
+    halves: HalvesCheck | None = None  # metrics.halves_check under the FSC mask
     notes: list[str] = field(default_factory=list)
 
 
@@ -70,7 +72,7 @@ def evaluate_case(name: str, halves: Sequence[Map], structure_path: Path, model:
     check of a half-map model)."""
     half1, half2 = halves[:2]
     voxel = half1.isotropic_voxel_size
-    resolution = resolution_at(fsc(half1.data, half2.data, voxel))
+    resolution = half_map_fsc(half1.data, half2.data, voxel).resolution
     reference = model_reference(structure_path, half1, resolution)
     average = 0.5 * (half1.data + half2.data)
     solvent = ~shape_mask(reference.molecule, voxel, dilation_A=8.0).astype(bool)
@@ -87,10 +89,10 @@ def evaluate_case(name: str, halves: Sequence[Map], structure_path: Path, model:
                 raise InputError("the halves check of a half-map model needs a second, independent pair of halves")
             pairs = [tuple(halves[:2]), tuple(halves[2:4])]
             enhanced = [enhance(pair, model, options) for pair in pairs]
-            result.halves = trust.halves_check(*(average_halves(*pair) for pair in pairs), *enhanced, fsc_mask)
+            result.halves = check_halves(*(average_halves(*pair) for pair in pairs), *enhanced, fsc_mask)
         else:
             enhanced = [enhance_with_fallback(h, model, options, noise, notes) for h in (half1, half2)]
-            result.halves = trust.halves_check(half1, half2, *enhanced, fsc_mask)
+            result.halves = check_halves(half1, half2, *enhanced, fsc_mask)
     return result
 
 
@@ -152,7 +154,7 @@ def markdown_table(results: Sequence[CaseResult]) -> str:
         for r in checked:
             h = r.halves
             lines.append(f"| {r.name} | {h.raw_resolution:.2f} | {h.enhanced_resolution:.2f} | {int(h.flagged.sum())} | "
-                         f"{trust.share_text(h.enhanced_shared_beyond)} / {trust.share_text(h.raw_shared_beyond)} | "
+                         f"{share_text(h.enhanced_shared_beyond)} / {share_text(h.raw_shared_beyond)} | "
                          f"{'YES' if h.invented_detail else 'no'} |")
     notes = [f"- {r.name}: {n}" for r in results for n in r.notes]
     return "\n".join(lines + (["", "Notes:"] + notes if notes else [])) + "\n"

@@ -274,7 +274,7 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
     def halvesCheckStep(self, sources, sampling):
         """The FSC of the separately enhanced halves against the raw halves' (the engine's check)."""
         from deepemhancer.mapio import read_map
-        from deepemhancer.trust import halves_check
+        from deepemhancer.metrics import halves_check
 
         raw = [read_volume_file(path, sampling) for path in sources]
         enhanced = [read_map(self._getExtraPath(name)) for name in ENHANCED_HALF_FILES]

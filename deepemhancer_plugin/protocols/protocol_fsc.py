@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import os
 
+from deepemhancer.metrics import HALF_MAP_FSC_THRESHOLD
 from pwem.objects import FSC, Volume
 from pwem.protocols import ProtAnalysis3D
 from pyworkflow.protocol import params
 
-from ..constants import AVERAGE_FILE, FSC_FILE, FSC_THRESHOLD, OUTPUT_FSC, OUTPUT_VOLUME
-from ..convert import (curve_dict, output_volume, read_json, read_volume_file,
-                       write_json)
+from ..constants import AVERAGE_FILE, FSC_FILE, OUTPUT_FSC, OUTPUT_VOLUME
+from ..convert import output_volume, read_json, read_volume_file, write_json
 from .inputs import HalfMapInput
 
 
@@ -19,7 +19,9 @@ class ProtDeepEMhancerHalfMapFSC(HalfMapInput, ProtAnalysis3D):
     average with the halves attached, ready for 'B-factor sharpening' and 'enhance (DeepEMhancer)';
     the FSC curve opens in Scipion's FSC viewer, and the summary gives the resolution where it falls
     below 0.143. With a mask, the FSC is the masked one corrected for the mask's own correlation by
-    phase randomisation (Chen et al. 2013).
+    phase randomisation (Chen et al. 2013), unless the unmasked FSC reaches further: then, as RELION
+    does, the mask is set aside (the summary says so). Sharpening and the engine's reports measure
+    the halves the same way.
     """
     _label = "half-map average and FSC"
     _possibleOutputs = {OUTPUT_VOLUME: Volume, OUTPUT_FSC: FSC}
@@ -42,24 +44,21 @@ class ProtDeepEMhancerHalfMapFSC(HalfMapInput, ProtAnalysis3D):
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)
 
     def averageStep(self, files, sampling):
-        from deepemhancer.mapio import write_map
-        from deepemhancer.pipeline import average_halves
+        from deepemhancer.mapio import average_halves, write_map
 
         average = average_halves(*(read_volume_file(path, sampling) for path in files))
         return str(write_map(average, self._getExtraPath(AVERAGE_FILE), overwrite=True))
 
     def fscStep(self, files, sampling, maskFile):
         from deepemhancer.mapio import read_map
-        from deepemhancer.metrics import resolution_at
-        from deepemhancer.sharpen import half_map_fsc
+        from deepemhancer.metrics import half_map_fsc
 
         half1, half2 = (read_volume_file(path, sampling) for path in files)
-        # one rule for the FSC protocol and sharpening: mask-corrected, unless the unmasked reaches further
-        curve = half_map_fsc(half1.data, half2.data, half1.isotropic_voxel_size,
-                             read_map(maskFile).data if maskFile else None)
+        measured = half_map_fsc(half1.data, half2.data, half1.isotropic_voxel_size,
+                                read_map(maskFile).data if maskFile else None)
         return write_json(self._getExtraPath(FSC_FILE),
-                          {**curve_dict(curve), "masked": bool(maskFile),
-                           "resolution": resolution_at(curve, FSC_THRESHOLD)})
+                          {**measured.curve.to_dict(), "masked": measured.masking != "unmasked",
+                           "resolution": measured.resolution})
 
     def createOutputStep(self):
         average = output_volume(self._getExtraPath(AVERAGE_FILE), self.getReferenceVolume())
@@ -85,8 +84,14 @@ class ProtDeepEMhancerHalfMapFSC(HalfMapInput, ProtAnalysis3D):
         if result is not None:
             nyquist = 2.0 * result["voxel_size"]
             at_nyquist = result["resolution"] <= nyquist * (1 + 1e-6)
-            summary.append(f"FSC = {FSC_THRESHOLD} resolution: {result['resolution']:.2f} Å"
-                           + (" (masked, corrected)" if result["masked"] else " (unmasked)")
+            if result["masked"]:
+                masking = " (masked, corrected)"
+            elif self.inputMask.get() is not None:
+                masking = " (unmasked: the unmasked FSC reaches further than the masked one, so, as RELION does, " \
+                          "the mask was set aside)"
+            else:
+                masking = " (unmasked)"
+            summary.append(f"FSC = {HALF_MAP_FSC_THRESHOLD} resolution: {result['resolution']:.2f} Å" + masking
                            + (" - the FSC stays above 0.143 up to Nyquist: the halves may not be independent"
                               if at_nyquist else ""))
         return summary
@@ -97,7 +102,7 @@ class ProtDeepEMhancerHalfMapFSC(HalfMapInput, ProtAnalysis3D):
             return []
         return ["The two half maps were averaged and their Fourier shell correlation computed"
                 + (" inside a mask, corrected by phase randomisation [Chen2013]" if result["masked"] else "")
-                + f"; it falls below {FSC_THRESHOLD} [Rosenthal2003] at {result['resolution']:.2f} Å."]
+                + f"; it falls below {HALF_MAP_FSC_THRESHOLD} [Rosenthal2003] at {result['resolution']:.2f} Å."]
 
     def _citations(self):
         return ["Rosenthal2003", "Scheres2012"] + (["Chen2013"] if self.inputMask.get() is not None else [])

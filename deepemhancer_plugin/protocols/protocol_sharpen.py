@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import os
 
+from deepemhancer.metrics import HALF_MAP_FSC_THRESHOLD
 from pwem.objects import FSC, Volume
 from pwem.protocols import ProtAnalysis3D
 from pyworkflow.protocol import params
 
-from ..constants import FSC_THRESHOLD, OUTPUT_FSC, OUTPUT_VOLUME, SHARPENED_FILE, SHARPENING_FILE
-from ..convert import (curve_dict, output_volume, read_json, read_volume_file,
-                       write_json)
+from ..constants import OUTPUT_FSC, OUTPUT_VOLUME, SHARPENED_FILE, SHARPENING_FILE
+from ..convert import output_volume, read_json, read_volume_file, write_json
 from .inputs import HalfMapInput
 
 
@@ -80,7 +80,7 @@ class ProtDeepEMhancerSharpen(HalfMapInput, ProtAnalysis3D):
         write_map(result.map, self._getExtraPath(SHARPENED_FILE), overwrite=True)
         return [self._getExtraPath(SHARPENED_FILE),
                 write_json(self._getExtraPath(SHARPENING_FILE),
-                           {**curve_dict(result.fsc), "masked": bool(settings["mask"]),
+                           {**result.fsc.to_dict(), "masked": result.fsc_masking != "unmasked",
                             "b_factor": result.b_factor, "fitted": result.guinier is not None,
                             "resolution": result.resolution})]
 
@@ -115,7 +115,7 @@ class ProtDeepEMhancerSharpen(HalfMapInput, ProtAnalysis3D):
             summary.append(f"B-factor removed: {result['b_factor']:.1f} Å² (RELION's sign: {-result['b_factor']:.1f}; "
                            f"{'fitted' if result['fitted'] else 'given'}), "
                            f"resolution: {result['resolution']:.2f} Å"
-                           + (f" (FSC = {FSC_THRESHOLD}, {'masked' if result['masked'] else 'unmasked'})"
+                           + (f" (FSC = {HALF_MAP_FSC_THRESHOLD}, {'masked' if result['masked'] else 'unmasked'})"
                               if self.autoResolution.get() else " (given)"))
         return summary
 

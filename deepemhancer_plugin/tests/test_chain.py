@@ -83,7 +83,7 @@ class TestDeepEMhancerChain(PluginTest):
         x, y = self.fscRun.outputFSC.getData()
         reference = fsc(self.halves[0], self.halves[1], SAMPLING)  # the engine's, on the raw arrays
         np.testing.assert_allclose([float(v) for v in y], reference.correlation, atol=1e-6)
-        np.testing.assert_allclose([float(v) for v in x], reference.resolution, atol=1e-9)
+        np.testing.assert_allclose([float(v) for v in x], reference.frequency, atol=1e-9)
         expected = resolution_at(reference, 0.143)
         self.assertTrue(2 * SAMPLING < expected < 10.0, expected)  # the synthetic data have a real cut-off
         summary = " ".join(self.fscRun.summary())

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from ..constants import FSC_THRESHOLD, OUTPUT_CONFIDENCE, OUTPUT_VOLUMES
+from ..constants import OUTPUT_CONFIDENCE, OUTPUT_VOLUMES
 from ..convert import map_path, origin_shifts, read_volume_file
 from ..protocols import ProtDeepEMhancer, ProtDeepEMhancerHalfMapFSC, ProtDeepEMhancerMask, ProtDeepEMhancerSharpen
 
@@ -37,7 +36,7 @@ class Chain:
     """Everything the viewer shows for one data set."""
 
     maps: list[ChainMap] = field(default_factory=list)
-    curves: dict[str, dict] = field(default_factory=dict)  # label -> convert.curve_dict content
+    curves: dict[str, dict] = field(default_factory=dict)  # label -> FSCCurve.to_dict() content
     mask: ChainMap | None = None
     halves: list[str] = field(default_factory=list)
     sampling: float = 1.0
@@ -106,8 +105,7 @@ def ensure_raw(chain: Chain, reference, folder: str, filename: str) -> None:
     """Without a raw map among the runs, show the average of the half maps (written into ``folder``)."""
     if any(m.kind == "raw" for m in chain.maps) or len(chain.halves) != 2:
         return
-    from deepemhancer.mapio import write_map
-    from deepemhancer.pipeline import average_halves
+    from deepemhancer.mapio import average_halves, write_map
 
     path = os.path.join(folder, filename)
     if not os.path.exists(path):
@@ -125,21 +123,19 @@ def write_slices(chain: Chain, path: str) -> str:
 
 
 def write_fsc(chain: Chain, path: str) -> str | None:
-    """The half-map FSC curves of the runs (computed here when no run has one); None without halves."""
-    from deepemhancer.metrics import fsc, resolution_at
+    """The half-map FSC curves of the runs (computed here, unmasked, when no run has one); None
+    without halves."""
+    from deepemhancer.metrics import FSCCurve, half_map_fsc, resolution_at
     from deepemhancer.plots import save_fsc_curves
 
-    from ..convert import curve_from_dict
-
-    curves = {label: curve_from_dict(content) for label, content in chain.curves.items()}
+    curves = {label: FSCCurve.from_dict(content) for label, content in chain.curves.items()}
     if not curves and len(chain.halves) == 2:
         half1, half2 = (read_volume_file(h, chain.sampling) for h in chain.halves)
-        curves["half maps"] = fsc(half1.data, half2.data, half1.isotropic_voxel_size)
+        curves["half maps"] = half_map_fsc(half1.data, half2.data, half1.isotropic_voxel_size).curve
     if not curves:
         return None
-    labelled = {f"{label}: {resolution_at(curve, FSC_THRESHOLD):.2f} Å": curve for label, curve in curves.items()}
-    return str(save_fsc_curves(labelled, path, title="Half-map Fourier shell correlation",
-                               thresholds=(FSC_THRESHOLD,)))
+    labelled = {f"{label}: {resolution_at(curve):.2f} Å": curve for label, curve in curves.items()}
+    return str(save_fsc_curves(labelled, path, title="Half-map Fourier shell correlation"))
 
 
 def write_halves_check(run, path: str) -> str | None:
@@ -147,8 +143,8 @@ def write_halves_check(run, path: str) -> str | None:
     check = run.getHalvesCheck() if isinstance(run, ProtDeepEMhancer) else None
     if check is None:
         return None
+    from deepemhancer.metrics import HalvesCheck
     from deepemhancer.plots import save_halves_check
-    from deepemhancer.trust import HalvesCheck
 
     return str(save_halves_check(HalvesCheck.from_dict(check), path))
 
@@ -205,5 +201,7 @@ def write_chimerax(chain: Chain, path: str, requested_volume: float = 0.0) -> st
     """Write the ChimeraX script of the chain's maps; returns its path."""
     enclosed = enclosed_volume(chain, requested_volume)
     levels = [contour_level(m.path, m.sampling, enclosed[0]) for m in chain.maps]
-    Path(path).write_text(chimerax_script(chain.maps, levels, enclosed))
+    from deepemhancer.files import write_atomic
+
+    write_atomic(path, chimerax_script(chain.maps, levels, enclosed))
     return path
