@@ -113,6 +113,20 @@ def test_evaluate_gives_every_number(results):
     assert check["invented_detail"] and min(check["flagged_resolutions"]) == pytest.approx(2.0)
 
 
+def test_a_mask_that_costs_resolution_is_set_aside_as_sharpening_does(inputs, tmp_path):
+    """The one half-map recipe (metrics.half_map_fsc): a mask off the molecule is not used for the
+    resolution, and the report says so."""
+    m = inputs["maps"]
+    corner = np.zeros(SHAPE, np.float32)
+    corner[:12, :12, :12] = 1.0
+    found = evaluate({}, (m["half1"], m["half2"]), mask=as_map(corner))
+    halves = found["half_maps"]
+    assert halves["fsc_masking"] == "unmasked" and "fsc_masked_corrected" not in halves
+    assert halves["resolution_0143"] == halves["resolution_0143_unmasked"] == found["resolution"]
+    page = write_report(found, tmp_path / "report")["html"].read_text()
+    assert "the mask was not used" in page
+
+
 def test_evaluate_without_halves_or_model(inputs):
     m = inputs["maps"]
     found = evaluate({"raw": m["raw"]})

@@ -1,4 +1,5 @@
-"""FSC, resolution, soft masks and phase-randomised masked FSC on small synthetic maps.
+"""FSC, resolution, the half-map FSC recipe, the mask check, soft masks and phase-randomised masked FSC
+on small synthetic maps.
 
 Parity is checked against a plain reference written here: numpy's full complex fftn and an explicit
 loop over shells.
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 
 from deepemhancer.errors import InputError
-from deepemhancer.metrics import (FSCCurve, fsc, fsc_masked_corrected, radial_frequency_grid, randomisation_start,
-                                  randomise_phases, resolution_at, shared_power, soft_mask)
+from deepemhancer.metrics import (FSCCurve, check_mask, fsc, fsc_masked_corrected, half_map_fsc, radial_frequency_grid,
+                                  randomisation_start, randomise_phases, resolution_at, shared_power, soft_mask)
 
 
 def _noise(shape, seed):
@@ -162,6 +163,59 @@ def test_phase_randomisation_removes_the_correlation_a_sharp_mask_adds():
     assert abs(np.mean(corrected.correlation[high] - unmasked.correlation[high])) < 0.05
     low = raw.frequency < 1 / 12.0  # before randomisation the masked curve is kept
     np.testing.assert_array_equal(corrected.correlation[low], raw.correlation[low])
+
+
+def _localised_halves(seed: int, shape=(48, 48, 48)):
+    """Two half maps of a blob of signal (low-passed at 5 Å, in a Gaussian envelope) with independent
+    noise, and a soft spherical mask around the blob."""
+    radius = np.sqrt(np.sum((np.indices(shape) - (shape[0] - 1) / 2) ** 2, axis=0))
+    signal = _hard_low_pass(_noise(shape, seed) * np.exp(-(radius / 8.0) ** 2), 1.0, 5.0)
+    signal /= signal.std()
+    mask = np.clip(16.0 - radius, 0.0, 1.0).astype(np.float32)
+    return signal + _noise(shape, seed + 1), signal + _noise(shape, seed + 2), mask
+
+
+def test_half_map_fsc_is_the_plain_the_corrected_or_the_plain_masked_fsc():
+    voxel = 1.0
+    a, b, mask = _localised_halves(20)
+    cases = {"unmasked": (half_map_fsc(a, b, voxel), fsc(a, b, voxel)),
+             "corrected": (half_map_fsc(a, b, voxel, mask), fsc_masked_corrected(a, b, voxel, mask)),
+             "masked": (half_map_fsc(a, b, voxel, mask, correct_for_mask=False), fsc(a, b, voxel, mask))}
+    for masking, (measured, expected) in cases.items():
+        assert measured.masking == masking
+        np.testing.assert_array_equal(measured.curve.correlation, expected.correlation)
+        assert measured.resolution == resolution_at(expected)
+    assert cases["corrected"][0].resolution < cases["unmasked"][0].resolution  # the mask keeps solvent noise out
+
+
+def test_half_map_fsc_sets_aside_a_mask_that_costs_resolution(caplog):
+    voxel = 1.0
+    a, b, _ = _localised_halves(23)
+    corner = np.zeros(a.shape, np.float32)
+    corner[:10, :10, :10] = 1.0  # solvent only
+    with caplog.at_level("WARNING", logger="deepemhancer"):
+        measured = half_map_fsc(a, b, voxel, corner)
+    assert measured.masking == "unmasked" and measured.resolution == half_map_fsc(a, b, voxel).resolution
+    assert any("mask is not used" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("mask, message", [
+    (np.ones((8, 8, 9)), "the mask's shape .* differs from the maps' .*; give a mask on the maps' grid"),
+    (np.full((8, 8, 8), 2.0), "mask values must lie in 0..1"),
+    (np.full((8, 8, 8), -0.5), "mask values must lie in 0..1"),
+    (np.full((8, 8, 8), np.nan), "NaN"),
+    (np.zeros((8, 8, 8)), "all zero"),
+])
+def test_a_mask_that_is_no_mask_is_refused_with_advice(mask, message):
+    with pytest.raises(InputError, match=message):
+        check_mask(mask, (8, 8, 8))
+    with pytest.raises(InputError, match=message):  # every measure that takes a mask checks it alike
+        fsc(_noise((8, 8, 8), 1), _noise((8, 8, 8), 2), 1.0, mask)
+
+
+def test_binary_and_soft_masks_within_rounding_of_one_pass():
+    check_mask(np.ones((4, 4, 4), dtype=bool), (4, 4, 4))
+    check_mask(np.full((4, 4, 4), 1.0 + 1e-7, np.float32), (4, 4, 4))
 
 
 def test_phase_randomisation_is_reproducible_with_a_seed():
