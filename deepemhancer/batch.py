@@ -129,7 +129,7 @@ def run(jobs: Sequence[Job], model_json: str | Path, options, *, augmentations: 
 
     First every job is checked (inputs readable as maps, outputs writable, with room, and not there
     unless ``overwrite``), then the model is loaded and the jobs are enhanced in order. ``augmentations``:
-    also a confidence map (``trust.enhance_with_confidence``; every job then names its file).
+    also a confidence map (``confidence.enhance_with_confidence``; every job then names its file).
     ``keep_going``: a job failing with one of FAILURES becomes a failed Outcome and the rest go on;
     otherwise the error is raised. ``report`` gets each Outcome when it is known (failed checks first).
     A model that cannot be loaded, or jobs that would write one file twice, stop everything.
@@ -241,7 +241,7 @@ def _enhance(job: Job, model, options, augmentations: int | None, overwrite: boo
     if augmentations is None:
         results = [enhance(source, model, options)]
     else:
-        from .trust import enhance_with_confidence
+        from .confidence import enhance_with_confidence
 
         found = enhance_with_confidence(source, model, options, augmentations)
         results = [found.map, found.confidence, *(found.half_maps or ())]
