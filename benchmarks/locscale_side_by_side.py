@@ -66,8 +66,7 @@ sys.path.insert(0, str(REPO))
 
 from deepemhancer.halves_input import baseline_sharpening  # noqa: E402
 from deepemhancer.mapio import Map, read_map, write_map  # noqa: E402
-from deepemhancer.metrics import (fsc, model_agreement, model_reference, radial_frequency_grid,  # noqa: E402
-                                  resolution_at)
+from deepemhancer.metrics import model_agreement, model_reference, radial_frequency_grid  # noqa: E402
 from deepemhancer.sharpen import LOWPASS_EDGE_SHELLS, raised_cosine_lowpass  # noqa: E402
 
 SHARED = Path(os.environ.get("DEEPEMHANCER_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -331,10 +330,10 @@ def evaluate(name: str, half1: Map, half2: Map, structure: Path, args, monlib: P
     write_map(half1, folder / "half1.mrc", overwrite=True)
     write_map(half2, folder / "half2.mrc", overwrite=True)
     voxel = half1.isotropic_voxel_size
-    resolution = resolution_at(fsc(half1.data, half2.data, voxel), 0.143)
+    bfactor = baseline_sharpening(half1, half2)
+    resolution = bfactor.resolution  # the halves' masked FSC 0.143, as train.validate.evaluate_case takes it
     reference = model_reference(structure, half1, resolution)
     average = 0.5 * (half1.data + half2.data)
-    bfactor = baseline_sharpening(half1, half2)
     mask_info = None
     if any(MODES[m][2] for m in args.modes):
         from deepemhancer.masks import map_mask
@@ -432,9 +431,10 @@ def markdown(meta: dict, cases: list[dict]) -> str:
         "Cases: the 8 held-out structures of `configs/open-halves.toml` with the fewest atoms, simulated at "
         "3, 4.5 and 6 Å (`validate.simulated_halves(structure, 7, settings, resolution)`, first pair of "
         "half maps), and EMD-3488 (pseudo-halves of the deposited map at 3.2 Å, seed 7) with its model 5me2. "
-        "Scores: `metrics.model_agreement` against the atomic model at the halves' measured FSC 0.143 "
-        "resolution, as `train.validate.evaluate_case` scores (FSC0.5 in Å, lower is better; CC_mask; "
-        "LC5/LC7 = median local correlation in 5/7-voxel windows inside the molecular mask).",
+        "Scores: `metrics.model_agreement` against the atomic model at the halves' FSC 0.143 resolution "
+        "inside an automatic mask (`halves_input.fsc_mask`, the bfactor arm's low-pass), as "
+        "`train.validate.evaluate_case` scores (FSC0.5 in Å, lower is better; CC_mask; LC5/LC7 = median "
+        "local correlation in 5/7-voxel windows inside the molecular mask).",
         "",
         "Arms: raw = half-map average; bfactor = `halves_input.baseline_sharpening` (global B-factor "
         "sharpening, the sanity check); LocScale modes:",
@@ -561,7 +561,7 @@ def main() -> int:
             "noref_mapmask": "as `locscale_noref`, with the map mask of `locscale_pseudomodel_mapmask`. " + NOREF_NOTE,
         },
         "lowpass_note": "not a LocScale output: LocScale's map through the raised-cosine low-pass that ends the "
-                        "bfactor arm, at the same resolution (the halves' FSC 0.143), and nothing else; added "
+                        "bfactor arm, at the same resolution (the halves' masked FSC 0.143), and nothing else; added "
                         "because LocScale does not low-pass its output and the scores (CC_mask and LC at the "
                         "input resolution) punish noise beyond it.",
         "not_run": "LocScale's default half-map mode (`locscale -hm half1.mrc half2.mrc -o out.mrc`, modality "

@@ -24,7 +24,8 @@ FLAGS = {"voxel_size": "-s/--samplingRate", "noise_stats": "--noiseStats", "mask
          "blending": "--blending", "stride": "--stride", "cleaning_strength": "--cleaningStrengh",
          "gpu_ids": "-g/--gpuIds", "batch_size": "-b/--batch_size", "precision": "--precision",
          "threads": "--threads", "legacy": "--legacy", "overwrite": "--force", "url": "--url",
-         "halves": "-i2/--halfMap2", "output": "-o/--outputMap"}
+         "halves": "-i2/--halfMap2", "output": "-o/--outputMap",
+         "skip_solvent": "--predictSolvent"}
 
 
 class Terminated(KeyboardInterrupt):
@@ -115,7 +116,12 @@ def _enhance_parser() -> argparse.ArgumentParser:
     parser.add_argument("--blending", choices=("gaussian", "count"), default=None,
                         help="default mode only: average overlapping cubes with a Gaussian window or by count "
                              "(default: gaussian; count leaves cube-edge patterns, see docs/trust.md)")
-    parser.add_argument("--stride", type=int, default=None, help="cube stride in voxels; default: the model's (16)")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="cube stride in voxels; default: the model's (24 for the bundled models, 16 for the "
+                             "official ones)")
+    parser.add_argument("--predictSolvent", action="store_true",
+                        help="default mode only: predict every cube; by default the solvent farther than 10 Å "
+                             "from the molecule's automatic mask is not predicted and comes out 0")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: torch's, which honours OMP_NUM_THREADS)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes, only errors")
@@ -255,6 +261,7 @@ def _run_evaluate(argv: Sequence[str]) -> int:
 
 def _run_enhance(argv: Sequence[str]) -> int:
     from . import batch
+    from .devices import keep_freed_memory
     from .pipeline import EnhanceOptions
     from .mapio import read_map
     from .models import download, registry
@@ -291,7 +298,8 @@ def _run_enhance(argv: Sequence[str]) -> int:
         blending=args.blending, stride=args.stride,
         cleaning_strength=None if args.cleaningStrengh == -1 else args.cleaningStrengh,
         gpu_ids=args.gpuIds, batch_size=args.batch_size, precision=args.precision, threads=args.threads,
-        progress=not args.quiet)
+        progress=not args.quiet, skip_solvent=not args.predictSolvent)
+    keep_freed_memory()  # this process is ours: reuse the network's freed activations
     settings = dict(augmentations=args.confidenceAugmentations if args.confidence else None, overwrite=args.force)
     if len(jobs) > 1:
         return batch.command_line(jobs, model_json, options, describe=_error_text, **settings)

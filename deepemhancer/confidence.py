@@ -20,6 +20,7 @@ from . import normalization
 from .errors import InputError
 from .mapio import Geometry, Map, average_halves
 from .pipeline import EnhanceOptions, Model, enhance, load_model, takes_halves
+from .predict import Progress
 
 log = logging.getLogger("deepemhancer")
 
@@ -140,25 +141,32 @@ def enhance_with_confidence(map_or_halves: Map | Sequence[Map], model: Model | s
     average = map_or_halves if halves is None else average_halves(*halves)
     source = halves if pair_model else average
     if not pair_model and options.mask is None and options.noise_stats is None:
-        # Estimated once on the map, exactly as enhance() would, and reused for every prediction.
-        options = dataclasses.replace(options, noise_stats=normalization.noise_statistics_radial(average.data))
+        # Taken once, exactly as enhance() would (measured from the halves in the default mode), and
+        # reused for every prediction.
+        options = dataclasses.replace(options, noise_stats=(
+            normalization.noise_statistics_from_halves(halves[0].data, halves[1].data)
+            if halves is not None and not options.legacy else normalization.noise_statistics_radial(average.data)))
     total = len(transforms) + (2 if separate_halves else 0)
+    progress = Progress(runs=total, enabled=options.progress, label="enhancing (confidence)")
     spread = _Spread()
     plain = None
-    for i, transform in enumerate(transforms, 1):
-        log.info("confidence: prediction %d of %d (%s)", i, total, transform.name)
-        predicted = _enhance_augmented(source, model, options, transform)
-        if plain is None:
-            plain = predicted
-        spread.add(predicted.data)
-    enhanced_halves = None
-    if separate_halves:
-        enhanced_halves = []
-        for i, half in enumerate(halves, 1):
-            log.info("confidence: prediction %d of %d (half map %d)", len(transforms) + i, total, i)
-            enhanced_halves.append(enhance(half, model, options))
-            spread.add(enhanced_halves[-1].data)
-        enhanced_halves = tuple(enhanced_halves)
+    try:
+        for i, transform in enumerate(transforms, 1):
+            log.debug("confidence: prediction %d of %d (%s)", i, total, transform.name)
+            predicted = _enhance_augmented(source, model, options, transform, progress)
+            if plain is None:
+                plain = predicted
+            spread.add(predicted.data)
+        enhanced_halves = None
+        if separate_halves:
+            enhanced_halves = []
+            for i, half in enumerate(halves, 1):
+                log.debug("confidence: prediction %d of %d (half map %d)", len(transforms) + i, total, i)
+                enhanced_halves.append(enhance(half, model, options, progress))
+                spread.add(enhanced_halves[-1].data)
+            enhanced_halves = tuple(enhanced_halves)
+    finally:
+        progress.close()
     confidence = confidence_from_spread(spread.mean, spread.std())
     return ConfidenceResult(map=plain, half_maps=enhanced_halves, confidence=average.with_data(confidence),
                             n_predictions=total)
@@ -180,11 +188,11 @@ def _as_halves(map_or_halves: Map | Sequence[Map]) -> tuple[Map, Map] | None:
 
 
 def _enhance_augmented(source: Map | tuple[Map, Map], model: Model, options: EnhanceOptions,
-                       transform: Augmentation) -> Map:
+                       transform: Augmentation, progress: Progress) -> Map:
     """enhance() of the transformed map or pair of half maps (and mask), transformed back onto the
     source's grid."""
     if not transform.flip_axes and not transform.turns:
-        return enhance(source, model, options)
+        return enhance(source, model, options, progress)
     first = source if isinstance(source, Map) else source[0]
     voxel = first.isotropic_voxel_size
 
@@ -195,5 +203,5 @@ def _enhance_augmented(source: Map | tuple[Map, Map], model: Model, options: Enh
     if options.mask is not None:
         options = dataclasses.replace(options, mask=moved(options.mask))
     moved_source = moved(source) if isinstance(source, Map) else tuple(moved(h) for h in source)
-    predicted = enhance(moved_source, model, options)
+    predicted = enhance(moved_source, model, options, progress)
     return first.with_data(transform.invert(predicted.data))

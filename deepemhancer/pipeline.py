@@ -51,8 +51,8 @@ class EnhanceOptions:
     precision: fp32 (default, reproducible), tf32, bf16 or fp16.
     threads: CPU threads; None leaves torch's default (OMP_NUM_THREADS).
     progress: report progress with a time estimate (a bar on a terminal, else a line every 30 s).
-    skip_solvent: default mode without a mask: predict only the cubes near the molecule (its
-        automatic mask dilated by 10 Å); elsewhere the result is 0, as a tight-target model makes it.
+    skip_solvent: default mode without a mask: predict only near the molecule (its automatic mask
+        dilated by 10 Å); beyond, the result is 0, as a tight-target model makes it.
     """
 
     legacy: bool = False
@@ -375,6 +375,10 @@ def _enhance(source: Map, halves: tuple[Map, Map] | None, model: Model, options:
                                   precision=options.precision, progress=progress)
     enhanced = sliding_window(resampled, predictor, tiling, region)
     del resampled
+    if recipe.skip_solvent and region is not None:
+        # solvent is 0 by the region, not by where the cube grid happened to reach: the same for
+        # any placement of the grid (the confidence map's augmentations move it)
+        enhanced[region <= tiling.mask_threshold] = 0.0
     if not np.all(np.isfinite(enhanced)):
         advice = ("compute in fp32 precision" if options.precision != "fp32"
                   else "check that the map (and any noise statistics given) are right")

@@ -36,6 +36,9 @@ log = logging.getLogger("deepemhancer")
 
 CHECKPOINT = "checkpoint.safetensors"
 LOG = "log.jsonl"
+# The stride an exported model asks for: 24 kept r >= 0.999 with stride 16 on real maps, 32 did not
+# (benchmarks/bench_speed.py, docs/performance.md), for a third of the cubes.
+EXPORT_STRIDE = 24
 STRUCTURE_PATTERNS = ("*.pdb", "*.pdb.gz", "*.ent", "*.ent.gz", "*.cif", "*.cif.gz")
 
 
@@ -192,8 +195,8 @@ def export(network: torch.nn.Module, config: TrainConfig, json_path: Path, step:
         f"{config.target}-target training data; see docs/models/{config.name}.md")
     normalization = HALVES_NORMALIZATION if config.inputs == HALVES_NORMALIZATION else "noise"
     metadata = {"name": config.name, "description": description, "architecture": network.architecture(),
-                "normalization": normalization, "cube_size": 64, "stride": 16, "voxel_size": 1.0, "trained": True,
-                "default": False,
+                "normalization": normalization, "cube_size": 64, "stride": EXPORT_STRIDE, "voxel_size": 1.0,
+                "trained": True, "default": False,
                 "training": {"steps": step, "seconds": round(seconds, 1), "seed": config.seed,
                              "target": config.target, "loss": config.loss, "cube": config.cube,
                              "held_out": [Path(p).name for p in held_out]}}

@@ -11,8 +11,10 @@ The B-factor arm is ``halves_input.baseline_sharpening`` (RELION-style, the Guin
 twice the resolution for maps coarser than 5 Å): exactly the map a half-map model's first channel
 holds.
 
-The input's resolution is the halves' unmasked FSC 0.143 (``metrics.half_map_fsc`` without a
-mask: the simulations have no user mask). The independent-halves check is
+The input's resolution is the one the B-factor arm low-passes at: the halves' FSC 0.143 inside
+their automatic mask (``halves_input.fsc_mask``; ``metrics.half_map_fsc``, RELION's rule), as a
+user's postprocess with a mask reports it. (Unmasked, the solvent's noise in a box much larger than
+the molecule put it up to twice as coarse as the detail the halves share.) The independent-halves check is
 ``metrics.halves_check`` under the soft molecular mask. A single-map
 model enhances each half map alone; a half-map model enhances two independent pairs of half maps
 (same signal, four noise draws). Shells beyond the input's FSC 0.143 where the two enhanced maps
@@ -30,7 +32,7 @@ import numpy as np
 
 from ..errors import InputError, NormalizationError
 from ..mapio import Geometry, Map, average_halves, read_map
-from ..metrics import (HalvesCheck, ModelAgreement, half_map_fsc, halves_check as check_halves, model_agreement,
+from ..metrics import (HalvesCheck, ModelAgreement, halves_check as check_halves, model_agreement,
                        model_reference, read_structure, share_text)
 from ..masks import shape_mask
 from ..pipeline import EnhanceOptions, Model, enhance, takes_halves
@@ -72,13 +74,14 @@ def evaluate_case(name: str, halves: Sequence[Map], structure_path: Path, model:
     check of a half-map model)."""
     half1, half2 = halves[:2]
     voxel = half1.isotropic_voxel_size
-    resolution = half_map_fsc(half1.data, half2.data, voxel).resolution
+    baseline = baseline_sharpening(half1, half2)
+    resolution = baseline.resolution  # the halves' FSC 0.143 inside their automatic mask
     reference = model_reference(structure_path, half1, resolution)
     average = 0.5 * (half1.data + half2.data)
     solvent = ~shape_mask(reference.molecule, voxel, dilation_A=8.0).astype(bool)
     noise = (float(average[solvent].mean()), float(average[solvent].std()))
     notes: list[str] = []
-    maps = {"raw": average, "bfactor": baseline_sharpening(half1, half2).map.data,
+    maps = {"raw": average, "bfactor": baseline.map.data,
             "model": enhance_with_fallback([half1, half2], model, options, noise, notes).data}
     result = CaseResult(name, resolution, {arm: model_agreement(maps[arm], reference) for arm in ARMS},
                         notes=notes)
