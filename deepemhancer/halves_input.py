@@ -48,7 +48,8 @@ def baseline_sharpening(half1: Map, half2: Map) -> SharpenResult:
 
 def fsc_mask(half1: Map, half2: Map) -> np.ndarray | None:
     """A soft mask of the molecule from the halves' average (``masks.map_mask``, dilated and softened
-    by 6 Å), or None where the average shows no molecule to mask: the FSC is then taken unmasked.
+    by 6 Å), or None where no molecule stands out of the average's noise: the FSC is then taken
+    unmasked.
 
     Unmasked, the solvent's noise dilutes the FSC of a molecule filling a small part of its box, and
     the low-pass would discard detail the halves share (RELION's postprocess reports the masked FSC)."""
@@ -57,6 +58,9 @@ def fsc_mask(half1: Map, half2: Map) -> np.ndarray | None:
                         dilation_A=FSC_MASK_DILATION_A, soft_edge_A=FSC_MASK_EDGE_A)
     except InputError as error:
         log.info("no automatic mask for the half-map FSC (%s): the FSC is taken unmasked", error)
+        return None
+    if not made.stands_out:
+        log.info("no molecule stands out of the halves' noise: the half-map FSC is taken unmasked")
         return None
     return made.mask
 

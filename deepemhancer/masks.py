@@ -37,6 +37,9 @@ class MapMask:
     automatic: bool  # the threshold was chosen from the map's solvent noise
     pieces: int  # connected pieces above the threshold
     kept: int  # the pieces that reach the molecule's core
+    # the low-passed map's peak reaches CORE_SIGMAS above the solvent: a molecule stands out of the
+    # noise (else the kept piece is the highest noise blob, which ``map_mask`` keeps all the same)
+    stands_out: bool = True
 
     @property
     def coverage(self) -> float:
@@ -71,7 +74,8 @@ def map_mask(volume: np.ndarray, *, voxel_size: float, lowpass_A: float = LOWPAS
     kept = np.unique(labels[above & (smoothed >= core)])
     binary = np.isin(labels, kept)
     return MapMask(shape_mask(binary, voxel_size, dilation_A=dilation_A, soft_edge_A=soft_edge_A),
-                   float(threshold), automatic, int(pieces), int(kept.size))
+                   float(threshold), automatic, int(pieces), int(kept.size),
+                   stands_out=peak >= solvent + CORE_SIGMAS * sigma)
 
 
 def automatic_threshold(volume: np.ndarray, voxel_size: float, lowpass_A: float = LOWPASS_A) -> float:

@@ -346,12 +346,15 @@ class Recipe:
 
 def solvent_free_region(volume: np.ndarray, voxel_size: float) -> np.ndarray | None:
     """Where the map may hold signal: its automatic molecular mask (``masks.map_mask``) dilated by
-    SOLVENT_MARGIN_A; cubes outside it are solvent only. None where no molecule stands out of the
+    SOLVENT_MARGIN_A; beyond it there is solvent only. None where no molecule stands out of the
     noise (then every cube is predicted)."""
     try:
         made = map_mask(volume, voxel_size=voxel_size, dilation_A=SOLVENT_MARGIN_A)
     except InputError as error:
         log.info("no molecule found to skip solvent cubes around (%s): every cube is predicted", error)
+        return None
+    if not made.stands_out:
+        log.info("no molecule stands out of the noise: every cube is predicted")
         return None
     return made.mask
 

@@ -18,12 +18,12 @@ from deepemhancer.cli import main
 from deepemhancer.confidence import augmentations, enhance_with_confidence
 from deepemhancer.errors import InputError
 from deepemhancer.halves_input import halves_channels
-from deepemhancer.mapio import Geometry, Map, average_halves, read_map, write_map
+from deepemhancer.mapio import Geometry, Map, read_map, write_map
 from deepemhancer.metrics import HalvesCheck, fsc, halves_check, share_text, shared_power
 from deepemhancer.models.registry import bundled_dir
 from deepemhancer.models.store import save_model
 from deepemhancer.nn import UNet
-from deepemhancer.normalization import noise_statistics_radial
+from deepemhancer.normalization import noise_statistics_from_halves
 from deepemhancer.pipeline import EnhanceOptions, Model, enhance, load_model
 from deepemhancer.plots import save_halves_check
 
@@ -199,12 +199,11 @@ def test_half_maps_add_their_own_predictions_normalised_as_the_average():
     signal = blobs(shape, 4)
     half1, half2 = as_map(signal + noise(shape, 5)), as_map(signal + noise(shape, 6))
     model = model_of(torch.nn.Identity())
-    options = dataclasses.replace(OPTIONS, noise_stats=None)  # estimated automatically, on the average
+    options = dataclasses.replace(OPTIONS, noise_stats=None)  # measured from the halves, as enhance() does
     result = enhance_with_confidence((half1, half2), model, options, augmentations=1)
     assert result.n_predictions == 3
-    average = average_halves(half1, half2)
-    np.testing.assert_array_equal(result.map.data, enhance(average, model, options).data)
-    estimated = dataclasses.replace(options, noise_stats=noise_statistics_radial(average.data))
+    np.testing.assert_array_equal(result.map.data, enhance((half1, half2), model, options).data)
+    estimated = dataclasses.replace(options, noise_stats=noise_statistics_from_halves(half1.data, half2.data))
     enhanced = [enhance(h, model, estimated).data for h in (half1, half2)]
     for got, expected in zip(result.half_maps, enhanced):
         np.testing.assert_array_equal(got.data, expected)
