@@ -373,7 +373,7 @@ def _enhance(source: Map, halves: tuple[Map, Map] | None, model: Model, options:
     del normalised
     region = None if region is None else recipe.to_model_grid(region, voxel_size)
     tiling = recipe.tiling
-    log.info("%s³ cubes at stride %d on %s", tiling.cube, tiling.stride, ", ".join(str(d) for d in devices))
+    log.info("predicting on %s", ", ".join(str(d) for d in devices))
     predictor = network_predictor(model.network, devices, cube=tiling.cube, batch_size=options.batch_size,
                                   precision=options.precision, progress=progress)
     enhanced = sliding_window(resampled, predictor, tiling, region)

@@ -10,12 +10,15 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
 import numpy as np
 
 from .errors import InputError
+
+log = logging.getLogger("deepemhancer")
 
 Padding = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 Blending = Literal["legacy", "count", "gaussian"]
@@ -82,6 +85,7 @@ def sliding_window(volume: np.ndarray, predict_cubes: CubePredictor, tiling: Til
         raise InputError(f"a {'x'.join(map(str, shape))} volume holds no {tiling.cube}³ cube"
                          + (" with the original's padding; the default mode pads it to fit" if tiling.legacy
                             else " inside its mask"))
+    log.info("%d cubes of %d³ at stride %d", len(origins), tiling.cube, tiling.stride)
     blender = Blender(padded.shape[-3:], tiling.cube, tiling.blend)
     predict_cubes(padded, origins, blender.add)
     del padded
