@@ -51,16 +51,22 @@ def scipion_environment(home: Path) -> dict[str, str]:
     }
 
 
+def use_scipion_home(home: Path) -> None:
+    """Make ``home`` (an empty folder) a headless Scipion's home, with its models folder and
+    hosts.conf, and point this process's environment at it (before pyworkflow is first imported).
+    Also used by scripts/screenshots.py."""
+    (home / "models").mkdir()
+    (home / "hosts.conf").write_text("[localhost]\nPARALLEL_COMMAND = mpirun -np %_(JOB_NODES)d %_(COMMAND)s\n")
+    os.environ.update(scipion_environment(home))
+
+
 def _prepare_scipion() -> None:
     """Point Scipion at a fresh temporary folder, once, before pyworkflow is first imported."""
     global _scipion_home
     if _scipion_home is not None:
         return
     _scipion_home = Path(tempfile.mkdtemp(prefix="deepemhancer-scipion-"))
-    (_scipion_home / "models").mkdir()
-    (_scipion_home / "hosts.conf").write_text(
-        "[localhost]\nPARALLEL_COMMAND = mpirun -np %_(JOB_NODES)d %_(COMMAND)s\n")
-    os.environ.update(scipion_environment(_scipion_home))
+    use_scipion_home(_scipion_home)
 
 
 class _WithoutScipion(pytest.File):

@@ -39,7 +39,7 @@ class ModelRows(TreeProvider):
         self.rows, self.current = rows, current
 
     def getColumns(self):
-        return [("Model", 150), ("Description", 650)]
+        return [("Model", 150), ("Description", 1100)]  # the longest description whole
 
     def getObjects(self):
         return self.rows

@@ -23,7 +23,7 @@ class ProtDeepEMhancerHalfMapFSC(HalfMapInput, ProtAnalysis3D):
     does, the mask is set aside (the summary says so). Sharpening and the engine's reports measure
     the halves the same way.
     """
-    _label = "half-map average and FSC"
+    _label = "half-map FSC"
     _possibleOutputs = {OUTPUT_VOLUME: Volume, OUTPUT_FSC: FSC}
 
     def _defineParams(self, form):

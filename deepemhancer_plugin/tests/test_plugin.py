@@ -206,6 +206,8 @@ class TestTexts(unittest.TestCase):
         labels = [protocol.getClassLabel() for protocol in PROTOCOLS]
         self.assertIn("DeepEMhancer - enhance", labels)
         self.assertTrue(all("deepemhancer_plugin" not in label for label in labels), labels)
+        # A run box shows 40 characters, after "* " when the plugin is installed for development.
+        self.assertTrue(all(len("* " + label) <= 40 for label in labels), labels)
 
     def test_no_markup_in_help_labels_and_choices(self):
         from deepemhancer_plugin.viewers import DeepEMhancerComparisonViewer
