@@ -31,7 +31,8 @@ def _background_and_threshold(x: np.ndarray) -> tuple[float, float]:
 def check_strength(strength: float) -> None:
     """InputError unless 0 < strength < 1 (the pipeline checks before inference, not after)."""
     if not 0 < strength < 1:
-        raise InputError(f"--cleaningStrengh must be between 0 and 1 (exclusive), or -1 for no cleaning; got {strength}")
+        raise InputError(f"the small-blob cleaning fraction must be between 0 and 1 (exclusive); got {strength}",
+                         setting="cleaning_strength")
 
 
 def remove_small_blobs(x: np.ndarray, strength: float) -> np.ndarray:

@@ -25,7 +25,7 @@ FLAGS = {"voxel_size": "-s/--samplingRate", "noise_stats": "--noiseStats", "mask
          "gpu_ids": "-g/--gpuIds", "batch_size": "-b/--batch_size", "precision": "--precision",
          "threads": "--threads", "legacy": "--legacy", "overwrite": "--force", "url": "--url",
          "halves": "-i2/--halfMap2", "output": "-o/--outputMap",
-         "skip_solvent": "--predictSolvent"}
+         "skip_solvent": "--predictSolvent", "normalisation": "--noiseStats MEAN STD, or -m/--binaryMask"}
 
 
 class Terminated(KeyboardInterrupt):

@@ -42,12 +42,14 @@ def resolve_devices(gpu_ids: str = "0") -> list[torch.device]:
         try:
             ids = [int(part) for part in text.split(",") if part.strip() != ""]
         except ValueError:
-            raise InputError(f"-g/--gpuIds {gpu_ids!r} is not understood; give GPU ids like 0 or 0,1, "
-                             "'all', or -1 for the CPU") from None
+            raise InputError(f"GPU ids {gpu_ids!r} are not understood; give GPU ids like 0 or 0,1, "
+                             "'all', or -1 for the CPU", setting="gpu_ids") from None
         if not ids:
-            raise InputError("-g/--gpuIds is empty; give GPU ids like 0 or 0,1, 'all', or -1 for the CPU")
+            raise InputError("no GPU ids given; give GPU ids like 0 or 0,1, 'all', or -1 for the CPU",
+                             setting="gpu_ids")
         if any(i < 0 for i in ids):
-            raise InputError(f"-g/--gpuIds {gpu_ids!r} mixes -1 with GPU ids; give GPU ids or -1 alone")
+            raise InputError(f"GPU ids {gpu_ids!r} mix -1 (the CPU) with GPU ids; give GPU ids or -1 alone",
+                             setting="gpu_ids")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
         fallback = torch.device("mps") if _mps_available() else torch.device("cpu")
@@ -56,7 +58,7 @@ def resolve_devices(gpu_ids: str = "0") -> list[torch.device]:
     missing = [i for i in ids if i >= count]
     if missing:
         raise InputError(f"GPU id(s) {missing} do not exist: this machine has {count} CUDA device(s) "
-                         f"(ids 0..{count - 1}); pass -g with existing ids or -1 for the CPU")
+                         f"(ids 0..{count - 1}); choose existing GPUs, or the CPU", setting="gpu_ids")
     return [torch.device("cuda", i) for i in dict.fromkeys(ids)]
 
 

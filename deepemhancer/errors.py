@@ -6,8 +6,9 @@ class DeepEMhancerError(Exception):
     """Base class: the command line prints the message on one line and exits non-zero.
 
     ``setting`` names the engine setting at fault (an EnhanceOptions field, ``voxel_size``,
-    ``overwrite``, ``url``), so that a front end can name its own control for it; the message
-    itself stays free of any front end's wording.
+    ``overwrite``, ``url``, ``normalisation`` (noise statistics or a mask), and for batches ``halves``
+    and ``output``), so that a front end can name its own control for it; the message itself stays
+    free of any front end's wording.
     """
 
     def __init__(self, message: str, *, setting: str | None = None):

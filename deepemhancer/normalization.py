@@ -23,7 +23,10 @@ from .resampling import legacy_resize
 
 log = logging.getLogger("deepemhancer")
 
-_ADVICE = "pass --noiseStats MEAN STD (measure them in a solvent region) or a mask with -m"
+# The way out, in no front end's words: each error also names its setting ("normalisation") for
+# the front end to point at its own control (the command line: --noiseStats or -m).
+_ADVICE = ("give the noise statistics (mean and standard deviation, measured in a solvent region) or a "
+           "binary mask of the molecule")
 _MIN_SOLVENT_VOXELS = 1000  # fewer cannot estimate a standard deviation to a few per cent
 
 # The radial heuristic works on a copy resized to this cube.
@@ -89,7 +92,8 @@ def normalize_with_noise(x: np.ndarray, noise_mean: float, noise_std: float) -> 
     if not (np.isfinite(noise_mean) and np.isfinite(noise_std)):
         raise InputError(f"noise statistics must be finite numbers, got mean={noise_mean} std={noise_std}")
     if noise_std <= 0:
-        raise InputError(f"the noise standard deviation must be positive, got {noise_std}; check --noiseStats MEAN STD")
+        raise InputError(f"the noise standard deviation must be positive, got {noise_std}; check the noise statistics "
+                         "given", setting="noise_stats")
     x = np.asarray(x, dtype=np.float32)
     return (x - noise_mean) / (noise_std * 10)
 
@@ -107,7 +111,8 @@ def _noise_radius(curve: np.ndarray, energy: np.ndarray) -> float:
 
     peak = int(np.argmax(curve[start : _RADIAL_HALF + 1])) + start
     if energy[peak] > curve[peak] and curve[peak] > 0:
-        raise NormalizationError(f"automatic noise estimation failed: the map may be hollow or filamentous; {_ADVICE}")
+        raise NormalizationError(f"automatic noise estimation failed: the map may be hollow or filamentous; {_ADVICE}",
+                                 setting="normalisation")
 
     rising = np.flatnonzero(curve[start:] > 0)
     if len(rising) == 0:
@@ -154,10 +159,12 @@ def noise_statistics_radial(x: np.ndarray) -> tuple[float, float]:
     if noise_voxels.size < _MIN_SOLVENT_VOXELS:
         # The original goes on with any count; a handful of voxels gives a meaningless scale.
         raise NormalizationError(f"automatic noise estimation failed: only {noise_voxels.size} solvent voxels found "
-                                 f"(a map that is noise everywhere, or no solvent around the molecule); {_ADVICE}")
+                                 f"(a map that is noise everywhere, or no solvent around the molecule); {_ADVICE}",
+                                 setting="normalisation")
     mean, std = float(np.mean(noise_voxels)), float(np.std(noise_voxels))
     if not (np.isfinite(mean) and np.isfinite(std)) or std <= 0:
-        raise NormalizationError(f"automatic noise estimation failed: the solvent has no noise (std={std}); {_ADVICE}")
+        raise NormalizationError(f"automatic noise estimation failed: the solvent has no noise (std={std}); {_ADVICE}",
+                                 setting="normalisation")
     log.info("noise statistics: mean=%f std=%f", mean, std)
     return mean, std
 
@@ -176,16 +183,19 @@ def normalize_with_mask(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if mask.shape != x.shape:
         raise InputError(f"the mask's shape {mask.shape} differs from the map's {x.shape}; use a mask made on the same grid")
     if not np.any(np.asarray(mask) > 0):
-        raise NormalizationError("the mask is empty (no voxel above 0); give a mask that covers the molecule with -m")
+        raise NormalizationError("the mask is empty (no voxel above 0); give a mask that covers the molecule",
+                                 setting="mask")
     binary = binarize_mask(mask)
     inside = x[(binary > 0) & (x > 0)]
     if inside.size == 0:
-        raise NormalizationError(f"no positive density inside the mask; check that -m matches the map, or {_ADVICE}")
+        raise NormalizationError(f"no positive density inside the mask; check that the mask matches the map, or "
+                                 f"{_ADVICE}", setting="mask")
     median = np.median(inside)
     # scipy returns float64; the original divides in float32 (NumPy 1.x casting), so do we.
     spread = np.float32(iqr(inside, rng=_MASK_PERCENTILES))
     if not spread > 0:
-        raise NormalizationError(f"the density inside the mask is flat (10-95 percentile range {spread}); check the map and the mask given with -m")
+        raise NormalizationError(f"the density inside the mask is flat (10-95 percentile range {spread}); check the map "
+                                 "and the mask", setting="mask")
     out = (x - median) / spread
     out *= binary
     return out

@@ -41,7 +41,8 @@ _BLOCK_ELEMENTS = 4_000_000
 def _check_voxel_sizes(voxel_size: float, target_voxel_size: float) -> None:
     for name, value in (("voxel size", voxel_size), ("target voxel size", target_voxel_size)):
         if not (math.isfinite(value) and value > 0):
-            raise InputError(f"the {name} must be a positive number of Å, got {value}; give it with -s/--samplingRate")
+            raise InputError(f"the {name} must be a positive number of Å, got {value}; give the map's voxel size",
+                             setting="voxel_size")
 
 
 def _check_map(x: np.ndarray) -> None:

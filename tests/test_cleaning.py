@@ -57,8 +57,9 @@ def test_components_are_26_connected():
 
 @pytest.mark.parametrize("strength", [0.0, 1.0, -1.0, 1.5])
 def test_strength_must_be_a_fraction(strength):
-    with pytest.raises(InputError, match="cleaningStrengh"):
+    with pytest.raises(InputError, match="between 0 and 1") as error:
         remove_small_blobs(np.zeros((8, 8, 8), np.float32), strength)
+    assert error.value.setting == "cleaning_strength"  # the command line names its --cleaningStrengh
 
 
 def test_bright_solvent_skips_cleaning_with_a_warning(caplog):

@@ -94,17 +94,19 @@ def test_radial_estimate_hollow_shell_raises_with_advice():
     with pytest.raises(NormalizationError) as err:
         noise_statistics_radial(x)
     message = str(err.value)
-    assert "hollow" in message and "--noiseStats" in message and "\n" not in message
+    assert "hollow" in message and "give the noise statistics" in message and "binary mask" in message
+    assert "\n" not in message and " -" not in message  # in no front end's words (Scipion shows it too)
+    assert err.value.setting == "normalisation"  # the command line adds its --noiseStats and -m
 
 
 def test_radial_estimate_refuses_a_map_that_is_noise_everywhere():
     x = np.random.default_rng(2).normal(0.0, 1.0, (100, 100, 100)).astype(np.float32)
-    with pytest.raises(NormalizationError, match="solvent voxels found .*--noiseStats"):
+    with pytest.raises(NormalizationError, match="solvent voxels found .*give the noise statistics"):
         noise_statistics_radial(x)
 
 
 def test_radial_estimate_empty_map_raises_with_advice():
-    with pytest.raises(NormalizationError, match="--noiseStats"):
+    with pytest.raises(NormalizationError, match="give the noise statistics"):
         noise_statistics_radial(np.zeros((32, 32, 32), np.float32))
 
 
