@@ -227,9 +227,9 @@ def _check_distinct(jobs: Sequence[Job]) -> None:
 
 def _check(job: Job, overwrite: bool) -> None:
     """Before the long part: the inputs are maps, and every output can be written."""
-    sizes = [map_file_bytes(read_header(path)[0]) for path in job.inputs]
-    for path in job.outputs:
-        check_output_path(path, overwrite, sizes[0] * len(job.outputs))
+    shapes = [read_header(path)[0] for path in job.inputs]  # every input is read as a map header
+    for path in job.outputs:  # each output is the size of the (first) input
+        check_output_path(path, overwrite, map_file_bytes(shapes[0]) * len(job.outputs))
 
 
 def _enhance(job: Job, model, options, augmentations: int | None, overwrite: bool) -> tuple[Path, ...]:
