@@ -18,7 +18,7 @@ import torch
 from . import cleaning, halves_input, normalization, resampling, tiling
 from .devices import PRECISIONS, resolve_devices, torch_settings
 from .errors import InputError, ResourceError
-from .mapio import Map, check_same_grid, validate_for_enhancement
+from .mapio import Map, average_halves, validate_for_enhancement
 from .masks import map_mask
 from .models.store import load_network
 from .predict import Progress, network_predictor
@@ -156,17 +156,6 @@ def load_model(json_path: str | Path) -> Model:
         log.warning("model %r is an UNTRAINED network: the result only demonstrates the pipeline "
                     "and is not an enhanced map", model.name)
     return model
-
-
-def average_halves(first: Map, second: Map) -> Map:
-    """The voxel-wise mean of two half maps, after checking they share one grid and placement."""
-    check_same_grid(first, second, "half map 1", "half map 2",
-                    advice="use the two unfiltered half maps of one refinement")
-    if np.array_equal(first.data, second.data):
-        # Identical halves have no noise to measure: confidence would read 1 and the FSC reach Nyquist.
-        raise InputError("the two half maps are identical; give the two independently refined half maps, "
-                         "or the one map alone")
-    return first.with_data((0.5 * (first.data + second.data)).astype(np.float32))
 
 
 def _check_options(options: EnhanceOptions, model: Model) -> None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .errors import InputError, ModelError, NormalizationError
+from .errors import InputError
 
 log = logging.getLogger("deepemhancer")
 
@@ -136,7 +136,8 @@ def _resolutions(text: str) -> list[float | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`train ...` or `validate ...`; user errors print one line and exit with status 2."""
+    """`train ...` or `validate ...`, called by ``cli.main``, the one front door: its errors end the
+    run there as every command's do (one line, status 1; a command line it cannot parse, 2)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": train_main, "validate": validate_main}
     if not argv or argv[0] not in commands:
@@ -144,8 +145,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return commands[argv[0]](argv[1:])
-    except (InputError, ModelError, NormalizationError) as error:
-        print(f"deepemhancer: error: {error}", file=sys.stderr)
-        return 2
+    return commands[argv[0]](argv[1:])
