@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import InputError
 from .mapio import Map
-from .masks import map_mask
+from .masks import molecule_mask
 from .metrics import GuinierRangeError
 from .models.store import HALVES_NORMALIZATION as NORMALIZATION  # the model-JSON name of this input
 from .sharpen import SharpenResult, sharpen
@@ -53,16 +53,11 @@ def fsc_mask(half1: Map, half2: Map) -> np.ndarray | None:
 
     Unmasked, the solvent's noise dilutes the FSC of a molecule filling a small part of its box, and
     the low-pass would discard detail the halves share (RELION's postprocess reports the masked FSC)."""
-    try:
-        made = map_mask(0.5 * (half1.data + half2.data), voxel_size=half1.isotropic_voxel_size,
-                        dilation_A=FSC_MASK_DILATION_A, soft_edge_A=FSC_MASK_EDGE_A)
-    except InputError as error:
-        log.info("no automatic mask for the half-map FSC (%s): the FSC is taken unmasked", error)
-        return None
-    if not made.stands_out:
+    mask = molecule_mask(0.5 * (half1.data + half2.data), voxel_size=half1.isotropic_voxel_size,
+                         dilation_A=FSC_MASK_DILATION_A, soft_edge_A=FSC_MASK_EDGE_A)
+    if mask is None:
         log.info("no molecule stands out of the halves' noise: the half-map FSC is taken unmasked")
-        return None
-    return made.mask
+    return mask
 
 
 def halves_channels(half1: Map, half2: Map) -> np.ndarray:

@@ -78,6 +78,18 @@ def map_mask(volume: np.ndarray, *, voxel_size: float, lowpass_A: float = LOWPAS
                    stands_out=peak >= solvent + CORE_SIGMAS * sigma)
 
 
+def molecule_mask(volume: np.ndarray, *, voxel_size: float, dilation_A: float = 0.0,
+                  soft_edge_A: float = 0.0) -> np.ndarray | None:
+    """The automatic mask of ``map_mask`` where a molecule stands out of the map's noise, else None
+    (a map of noise, or one no voxel of which reaches the automatic contour): for the steps that
+    use such a mask when there is one, and do without otherwise."""
+    try:
+        made = map_mask(volume, voxel_size=voxel_size, dilation_A=dilation_A, soft_edge_A=soft_edge_A)
+    except InputError:
+        return None
+    return made.mask if made.stands_out else None
+
+
 def automatic_threshold(volume: np.ndarray, voxel_size: float, lowpass_A: float = LOWPASS_A) -> float:
     """The automatic contour of ``map_mask``: the solvent level of the low-passed map plus
     CONTOUR_SIGMAS of its noise."""

@@ -19,7 +19,7 @@ from . import cleaning, halves_input, normalization, resampling, tiling
 from .devices import PRECISIONS, resolve_devices, torch_settings
 from .errors import InputError, ResourceError
 from .mapio import Map, average_halves, validate_for_enhancement
-from .masks import map_mask
+from .masks import molecule_mask
 from .models.store import load_network
 from .predict import Progress, network_predictor
 from .tiling import Tiling, sliding_window
@@ -337,15 +337,10 @@ def solvent_free_region(volume: np.ndarray, voxel_size: float) -> np.ndarray | N
     """Where the map may hold signal: its automatic molecular mask (``masks.map_mask``) dilated by
     SOLVENT_MARGIN_A; beyond it there is solvent only. None where no molecule stands out of the
     noise (then every cube is predicted)."""
-    try:
-        made = map_mask(volume, voxel_size=voxel_size, dilation_A=SOLVENT_MARGIN_A)
-    except InputError as error:
-        log.info("no molecule found to skip solvent cubes around (%s): every cube is predicted", error)
-        return None
-    if not made.stands_out:
+    region = molecule_mask(volume, voxel_size=voxel_size, dilation_A=SOLVENT_MARGIN_A)
+    if region is None:
         log.info("no molecule stands out of the noise: every cube is predicted")
-        return None
-    return made.mask
+    return region
 
 
 def _enhance(source: Map, halves: tuple[Map, Map] | None, model: Model, options: EnhanceOptions,

@@ -8,7 +8,8 @@ from deepemhancer.errors import InputError
 from deepemhancer.mapio import Geometry, Map, read_map, voxel_centre_xyz
 from scipy import ndimage
 
-from deepemhancer.masks import (automatic_threshold, coverage, full_box_warning, map_mask, model_mask, shape_mask)
+from deepemhancer.masks import (automatic_threshold, coverage, full_box_warning, map_mask, model_mask, molecule_mask,
+                                shape_mask)
 
 
 def _smooth_map(shape=(40, 40, 40), seed=0):
@@ -157,3 +158,13 @@ def test_level_enclosing_encloses_the_requested_volume():
     level = level_enclosing(volume, enclosed_volume_A3=250 * 8.0, voxel_size=2.0)
     assert int((volume > level).sum()) == 250
     assert level == 749.5
+
+
+def test_molecule_mask_is_none_where_nothing_stands_out_of_the_noise():
+    rng = np.random.default_rng(7)
+    noise = rng.normal(0.0, 1.0, (48, 48, 48)).astype(np.float32)
+    assert molecule_mask(noise, voxel_size=1.0) is None  # map_mask alone would keep the highest noise blob
+    molecule = np.zeros_like(noise)
+    molecule[18:30, 18:30, 18:30] = 3.0
+    found = molecule_mask(ndimage.gaussian_filter(molecule, 2.0) + noise, voxel_size=1.0, dilation_A=2.0)
+    assert found is not None and found[24, 24, 24] == 1.0 and found[2, 2, 2] == 0.0
