@@ -117,8 +117,7 @@ def _enhance_parser() -> argparse.ArgumentParser:
                         help="default mode only: average overlapping cubes with a Gaussian window or by count "
                              "(default: gaussian; count leaves cube-edge patterns, see docs/trust.md)")
     parser.add_argument("--stride", type=int, default=None,
-                        help="cube stride in voxels; default: the model's (24 for the bundled models, 16 for the "
-                             "official ones)")
+                        help="cube stride in voxels; default: the model's (24 for open-halves, 16 for the others)")
     parser.add_argument("--predictSolvent", action="store_true",
                         help="default mode only: predict every cube; by default the solvent farther than 10 Å "
                              "from the molecule's automatic mask is not predicted and comes out 0")

@@ -30,9 +30,11 @@ BLENDINGS = ("gaussian", "count")
 # Noise std 0.1 is the normalised unit; a map reaching this far beyond it was given noise
 # statistics that are not its own (a network fed such values returns Inf/NaN).
 MAX_NORMALISED = 1e4
-# Cubes farther than this from the automatic molecular mask hold solvent only and are not predicted
-# (measured in docs/performance.md: the result inside the molecule does not change).
+# The solvent farther than this from the automatic molecular mask is not predicted: the result fades
+# to 0 over SOLVENT_EDGE_A beyond it (a raised cosine: a hard step would correlate two enhanced
+# halves by itself). Measured in docs/performance.md: the result inside the molecule does not change.
 SOLVENT_MARGIN_A = 10.0
+SOLVENT_EDGE_A = 5.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class EnhanceOptions:
     threads: CPU threads; None leaves torch's default (OMP_NUM_THREADS).
     progress: report progress with a time estimate (a bar on a terminal, else a line every 30 s).
     skip_solvent: default mode without a mask: predict only near the molecule (its automatic mask
-        dilated by 10 Å); beyond, the result is 0, as a tight-target model makes it.
+        dilated by 10 Å); beyond, the result fades to 0 over 5 Å, as a tight-target model makes it.
     """
 
     legacy: bool = False
@@ -334,10 +336,10 @@ class Recipe:
 
 
 def solvent_free_region(volume: np.ndarray, voxel_size: float) -> np.ndarray | None:
-    """Where the map may hold signal: its automatic molecular mask (``masks.map_mask``) dilated by
-    SOLVENT_MARGIN_A; beyond it there is solvent only. None where no molecule stands out of the
-    noise (then every cube is predicted)."""
-    region = molecule_mask(volume, voxel_size=voxel_size, dilation_A=SOLVENT_MARGIN_A)
+    """Where the map may hold signal: its automatic molecular mask (``masks.molecule_mask``) dilated
+    by SOLVENT_MARGIN_A, fading to 0 over SOLVENT_EDGE_A; beyond it there is solvent only. None
+    where no molecule stands out of the noise (then every cube is predicted)."""
+    region = molecule_mask(volume, voxel_size=voxel_size, dilation_A=SOLVENT_MARGIN_A, soft_edge_A=SOLVENT_EDGE_A)
     if region is None:
         log.info("no molecule stands out of the noise: every cube is predicted")
     return region
@@ -363,9 +365,10 @@ def _enhance(source: Map, halves: tuple[Map, Map] | None, model: Model, options:
     enhanced = sliding_window(resampled, predictor, tiling, region)
     del resampled
     if recipe.skip_solvent and region is not None:
-        # solvent is 0 by the region, not by where the cube grid happened to reach: the same for
-        # any placement of the grid (the confidence map's augmentations move it)
+        # the solvent fades by the region, not by where the cube grid happened to reach: the same
+        # for any placement of the grid (the confidence map's augmentations move it)
         enhanced[region <= tiling.mask_threshold] = 0.0
+        enhanced *= np.clip(region, 0.0, 1.0)
     if not np.all(np.isfinite(enhanced)):
         advice = ("compute in fp32 precision" if options.precision != "fp32"
                   else "check that the map (and any noise statistics given) are right")

@@ -12,8 +12,9 @@ from deepemhancer.errors import NormalizationError
 from deepemhancer.mapio import Geometry, Map
 from deepemhancer.models.store import save_model
 from deepemhancer.nn import UNet
-from deepemhancer.pipeline import SOLVENT_MARGIN_A, EnhanceOptions, enhance, load_model, solvent_free_region
+from deepemhancer.pipeline import EnhanceOptions, enhance, load_model, solvent_free_region
 from deepemhancer.predict import Progress
+from deepemhancer.tiling import CORRECTED_MASK_THRESHOLD
 
 NOISE = 0.05
 
@@ -76,13 +77,18 @@ def test_solvent_cubes_are_skipped_without_changing_the_molecule(single_map_mode
     skipped, fewer = _run(single_map_model, halves)
     full, every = _run(single_map_model, halves, skip_solvent=False)
     assert fewer < 0.5 * every
-    region = solvent_free_region(0.5 * (halves[0].data + halves[1].data), 1.0) > 0
-    assert region[14, 14, 14] and not region[50, 50, 50]
+    weight = solvent_free_region(0.5 * (halves[0].data + halves[1].data), 1.0)
+    region, inner = weight > 0, weight == 1.0
+    assert inner[14, 14, 14] and not region[50, 50, 50]
     assert 0.02 < region.mean() < 0.4  # the molecule and a margin of SOLVENT_MARGIN_A, not the box
-    # every cube that reaches the molecule's region is predicted: the result there is the same
-    np.testing.assert_allclose(skipped[region], full[region], rtol=1e-5, atol=1e-6)
+    # every cube that reaches the molecule's region is predicted: the result there is the same, and
+    # it fades to 0 over the soft edge, with no step a pair of enhanced halves could share
+    np.testing.assert_allclose(skipped[inner], full[inner], rtol=1e-5, atol=1e-6)
+    predicted = weight > CORRECTED_MASK_THRESHOLD  # a fainter edge does not call for a cube: 0 there
+    np.testing.assert_allclose(skipped[predicted], (full * weight)[predicted], rtol=1e-5, atol=1e-6)
     assert not skipped[~region].any() and full[~region].any()  # solvent beyond the margin: 0
-    assert SOLVENT_MARGIN_A == 10.0
+    edge = region & ~inner
+    assert edge.any() and 0.0 < weight[edge].min() and weight[edge].max() < 1.0
 
 
 def test_legacy_mode_predicts_every_cube_as_the_original(single_map_model):
