@@ -101,6 +101,10 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
                       expertLevel=params.LEVEL_ADVANCED, label="Blending of overlapping cubes",
                       help="gaussian (recommended): a smooth window. count: the plain average; cube edges "
                            "then leave a faint pattern at the stride that both halves share.")
+        form.addParam("predictSolvent", params.BooleanParam, default=False, condition="not legacy",
+                      expertLevel=params.LEVEL_ADVANCED, label="Predict the solvent too?",
+                      help="No (faster): the solvent farther than 10 Å from the molecule's automatic mask is "
+                           "not predicted and fades to 0. Yes: every cube is predicted.")
         form.addParam("precision", params.EnumParam, choices=PRECISIONS, default=0,
                       expertLevel=params.LEVEL_ADVANCED, label="Precision",
                       help="fp32: reproducible (default). tf32, bf16 and fp16 are faster on recent GPUs.")
@@ -150,6 +154,7 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
             "mask_model": self._maskModel() if normalization == NORM_MASK else None,
             "legacy": bool(self.legacy.get()),
             "blending": None if self.legacy.get() else BLENDINGS[self.blending.get()],
+            "skip_solvent": not self.legacy.get() and not self.predictSolvent.get(),
             "precision": PRECISIONS[self.precision.get()],
             "batch_size": self.batchSize.get() or None,
             "stride": self.stride.get() or None,
@@ -231,9 +236,11 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
     def _runEngine(self, jobs, settings: dict, **how):
         """``deepemhancer.batch.run`` with this run's model and options; files are replaced (reruns)."""
         from deepemhancer.batch import run
+        from deepemhancer.devices import keep_freed_memory
 
         from ..models import resolve_model
 
+        keep_freed_memory()  # this run's process is ours (see docs/performance.md)
         options = self._engineOptions(settings, jobs[0].inputs[0], jobs[0].voxel_size)
         return run(jobs, resolve_model(settings["model"]), options, augmentations=settings["augmentations"],
                    overwrite=True, **how)
@@ -247,6 +254,7 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
             noise_stats=tuple(settings["noise_stats"]) if settings["noise_stats"] else None,
             mask=self._binaryMask(settings, source, sampling),
             blending=settings["blending"],
+            skip_solvent=settings.get("skip_solvent", True),  # settings stored by older runs lack it
             stride=settings["stride"],
             cleaning_strength=settings["cleaning_strength"],
             gpu_ids=self._gpuIds(),
