@@ -26,6 +26,8 @@ from .sharpen import SharpenResult, sharpen
 
 log = logging.getLogger("deepemhancer")
 CHANNELS = 2
+# Names how the channels are made; cached training inputs made another way are never read for them.
+RECIPE = "maskedfsc"
 NOISE_STD = 0.1
 # The FSC mask: the auto-mask of the halves' average, widened and softened as RELION users do
 # (the molecule's edge is uncertain; a sharp mask would correlate the halves by itself).

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..halves_input import halves_channels
+from ..halves_input import RECIPE as HALVES_RECIPE, halves_channels
 from ..mapio import Geometry, Map
 from .simulate import SimulatedMap, SimulationSettings, simulate
 
@@ -70,7 +70,7 @@ def _simulate_entry(job: tuple[str, int, str, SimulationSettings, int, Path | No
     name = structure_name(path)
     # The settings' digest is in the name: a run with other settings never reads these maps.
     digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
-    kind = "" if inputs == "average" else f"_{inputs}"
+    kind = "" if inputs == "average" else f"_{inputs}-{HALVES_RECIPE}"
     cached = None if cache is None else cache / f"{name}_{seed}_{target}{kind}_{digest}.npz"
     if cached is not None and cached.is_file():
         with np.load(cached) as stored:
