@@ -98,12 +98,15 @@ class KerasGroupNormalization(nn.Module):
         g = self.groups
         slabs = x.reshape(n, c, g, d // g, h, w)
         var, mean = torch.var_mean(slabs, dim=(1, 3, 4, 5), unbiased=False, keepdim=True)
-        out = (slabs - mean) * torch.rsqrt(var + self.epsilon)
+        # (x - mean) / std * gamma + beta as one pass over the activations: x * scale + shift, with
+        # scale and shift per (sample, channel, slab); four full-size passes cost a quarter more
+        scale = torch.rsqrt(var + self.epsilon)
         if self.weight is not None:
-            out = out * self._per_slab(self.weight)
+            scale = scale * self._per_slab(self.weight)
+        shift = -mean * scale
         if self.bias is not None:
-            out = out + self._per_slab(self.bias)
-        return out.reshape(x.shape)
+            shift = shift + self._per_slab(self.bias)
+        return torch.addcmul(shift, slabs, scale).reshape(x.shape)
 
     def _per_slab(self, values: torch.Tensor) -> torch.Tensor:
         """gamma/beta as (1, C, G, 1, 1, 1): channel c of slab s uses entry s*(C/G) + c mod (C/G)."""
