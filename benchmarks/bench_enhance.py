@@ -114,7 +114,8 @@ def run_case(case: str, width: float, gpu_ids: str, precision: str, stride: int 
     from deepemhancer.mapio import read_map
     from deepemhancer.models.store import save_model
     from deepemhancer.nn import UNet, count_parameters
-    from deepemhancer.pipeline import EnhanceOptions, enhance, load_model
+    from deepemhancer.models.loaded import load_model
+    from deepemhancer.pipeline import EnhanceOptions, enhance
     from deepemhancer.predict import Progress, network_predictor
 
     source = read_map(EMD11007) if case == "emd11007" else synthetic_map(int(case))

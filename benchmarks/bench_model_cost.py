@@ -24,7 +24,7 @@ from bench_enhance import machine_description  # noqa: E402
 from deepemhancer.halves_input import halves_channels  # noqa: E402
 from deepemhancer.mapio import Geometry, Map  # noqa: E402
 from deepemhancer.models.registry import bundled_dir  # noqa: E402
-from deepemhancer.pipeline import load_model  # noqa: E402
+from deepemhancer.models.loaded import load_model  # noqa: E402
 
 CUBE = 64
 

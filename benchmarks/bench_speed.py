@@ -80,7 +80,7 @@ def agreement(result: np.ndarray, reference: np.ndarray, molecule: np.ndarray) -
 def runs(cases: list[str], strides: list[int], threads: int) -> list[dict]:
     from deepemhancer.devices import keep_freed_memory
     from deepemhancer.masks import map_mask
-    from deepemhancer.pipeline import load_model
+    from deepemhancer.models.loaded import load_model
 
     keep_freed_memory()
     rows = []
@@ -120,7 +120,7 @@ def one_batch_timing(model_json: str, batch: int, keep: bool, repeats: int = 4) 
     import torch
 
     from deepemhancer.devices import keep_freed_memory
-    from deepemhancer.pipeline import load_model
+    from deepemhancer.models.loaded import load_model
 
     applied = keep_freed_memory() if keep else False
     torch.set_num_threads(1)

@@ -45,7 +45,7 @@ def make_model(folder: Path, width: float):
 
     from deepemhancer.models.store import save_model
     from deepemhancer.nn import UNet
-    from deepemhancer.pipeline import load_model
+    from deepemhancer.models.loaded import load_model
 
     torch.manual_seed(0)
     network = UNet(width=width)

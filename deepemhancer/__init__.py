@@ -10,8 +10,10 @@ __all__ = ["__version__", "enhance", "EnhanceOptions", "load_model", "Map", "rea
 
 def __getattr__(name):
     # Lazy: ``import deepemhancer`` stays cheap (no torch) for the CLI's --help and the plugin.
-    if name in ("enhance", "EnhanceOptions", "load_model"):
+    if name in ("enhance", "EnhanceOptions"):
         from . import pipeline as module
+    elif name == "load_model":
+        from .models import loaded as module
     elif name in ("Map", "read_map", "write_map"):
         from . import mapio as module
     else:

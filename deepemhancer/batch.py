@@ -134,7 +134,7 @@ def run(jobs: Sequence[Job], model_json: str | Path, options, *, augmentations: 
     otherwise the error is raised. ``report`` gets each Outcome when it is known (failed checks first).
     A model that cannot be loaded, or jobs that would write one file twice, stop everything.
     """
-    from .pipeline import load_model
+    from .models.loaded import load_model
 
     _check_distinct(jobs)
     if augmentations is not None and any(job.confidence is None for job in jobs):

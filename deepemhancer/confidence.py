@@ -19,7 +19,8 @@ import numpy as np
 from . import normalization
 from .errors import InputError
 from .mapio import Geometry, Map, average_halves
-from .pipeline import EnhanceOptions, Model, enhance, load_model, takes_halves
+from .models.loaded import Model, load_model, takes_halves
+from .pipeline import EnhanceOptions, enhance
 from .predict import Progress
 
 log = logging.getLogger("deepemhancer")

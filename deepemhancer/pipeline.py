@@ -8,9 +8,9 @@ import logging
 import numbers
 import os
 import resource
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from .devices import PRECISIONS, resolve_devices, torch_settings
 from .errors import InputError, ResourceError
 from .mapio import Map, average_halves, validate_for_enhancement
 from .masks import molecule_mask
-from .models.store import load_network
+from .models.loaded import Model, load_model, takes_halves
 from .predict import Progress, network_predictor
 from .tiling import Tiling, sliding_window
 
@@ -135,31 +135,6 @@ def _noise_stats(value) -> tuple[float, float]:
     return mean, std
 
 
-@dataclass
-class Model:
-    """A network ready to run, with the settings its JSON states."""
-
-    network: torch.nn.Module
-    metadata: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", "unnamed"))
-
-
-def load_model(json_path: str | Path) -> Model:
-    """Load a model JSON (and its safetensors) onto the CPU; warns once if it is an untrained demo."""
-    if not isinstance(json_path, (str, os.PathLike)):
-        raise InputError(f"a model is loaded from the path of its JSON, not from {type(json_path).__name__}")
-    network, metadata = load_network(Path(json_path))
-    model = Model(network=network, metadata=metadata, path=Path(json_path))
-    if not metadata.get("trained", True):
-        log.warning("model %r is an UNTRAINED network: the result only demonstrates the pipeline "
-                    "and is not an enhanced map", model.name)
-    return model
-
-
 def _check_options(options: EnhanceOptions, model: Model) -> None:
     """What the settings (checked on their own by EnhanceOptions) must satisfy for this model."""
     if not isinstance(options, EnhanceOptions):
@@ -180,11 +155,6 @@ def _check_options(options: EnhanceOptions, model: Model) -> None:
     cube = int(model.metadata["cube_size"])
     if options.stride is not None and options.stride > cube:
         raise InputError(f"stride must be between 1 and the cube size {cube}, not {options.stride}", setting="stride")
-
-
-def takes_halves(model: Model) -> bool:
-    """Whether the model takes two half maps (it measures the noise from their difference)."""
-    return model.metadata["normalization"] == halves_input.NORMALIZATION
 
 
 def _per_channel(function, volume: np.ndarray) -> np.ndarray:

@@ -72,7 +72,8 @@ def train_main(argv: Sequence[str]) -> int:
 
 def validate_main(argv: Sequence[str]) -> int:
     from .models.registry import resolve_model
-    from .pipeline import EnhanceOptions, load_model
+    from .models.loaded import load_model
+    from .pipeline import EnhanceOptions
     from .train import validate
     from .train.config import make_config
     from .train.loop import training_split

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import deepemhancer.models.loaded
 import deepemhancer.pipeline
 from deepemhancer.batch import result_name
 from deepemhancer.cli import _enhance_parser
@@ -41,15 +42,15 @@ def model_args(ws) -> list:
 
 @pytest.fixture
 def loads(monkeypatch) -> list:
-    """Every model load of the run (the batch loads through deepemhancer.pipeline.load_model)."""
+    """Every model load of the run (the batch loads through deepemhancer.models.loaded.load_model)."""
     seen = []
-    real = deepemhancer.pipeline.load_model
+    real = deepemhancer.models.loaded.load_model
 
     def counted(path):
         seen.append(Path(path))
         return real(path)
 
-    monkeypatch.setattr(deepemhancer.pipeline, "load_model", counted)
+    monkeypatch.setattr(deepemhancer.models.loaded, "load_model", counted)
     return seen
 
 

@@ -38,7 +38,8 @@ from deepemhancer.mapio import Geometry, Map, read_map, write_map
 from deepemhancer.models import download, registry
 from deepemhancer.models.keras_import import file_sha256
 from deepemhancer.models.store import load_network, weights_path
-from deepemhancer.pipeline import EnhanceOptions, enhance, load_model
+from deepemhancer.models.loaded import load_model
+from deepemhancer.pipeline import EnhanceOptions, enhance
 from local_http import serving_with
 from official_hd5 import write_official_hd5
 from test_cli import density, global_state_kept, save, tiny_model

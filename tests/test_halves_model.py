@@ -17,7 +17,8 @@ from deepemhancer.mapio import Geometry, Map
 from deepemhancer.models import registry
 from deepemhancer.models.store import save_model
 from deepemhancer.nn import UNet
-from deepemhancer.pipeline import EnhanceOptions, enhance, load_model
+from deepemhancer.models.loaded import load_model
+from deepemhancer.pipeline import EnhanceOptions, enhance
 from deepemhancer.sharpen import sharpen
 from deepemhancer.train import dataset, loop
 

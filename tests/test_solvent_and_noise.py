@@ -12,7 +12,8 @@ from deepemhancer.errors import NormalizationError
 from deepemhancer.mapio import Geometry, Map
 from deepemhancer.models.store import save_model
 from deepemhancer.nn import UNet
-from deepemhancer.pipeline import EnhanceOptions, enhance, load_model, solvent_free_region
+from deepemhancer.models.loaded import load_model
+from deepemhancer.pipeline import EnhanceOptions, enhance, solvent_free_region
 from deepemhancer.predict import Progress
 from deepemhancer.tiling import CORRECTED_MASK_THRESHOLD
 

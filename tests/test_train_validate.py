@@ -10,7 +10,8 @@ from deepemhancer.mapio import Geometry, Map
 from deepemhancer.metrics import MapModelCC, ModelAgreement
 from deepemhancer.models.store import save_model
 from deepemhancer.nn import UNet
-from deepemhancer.pipeline import EnhanceOptions, load_model
+from deepemhancer.models.loaded import load_model
+from deepemhancer.pipeline import EnhanceOptions
 from deepemhancer.train import validate
 from deepemhancer.train.simulate import SimulationSettings
 

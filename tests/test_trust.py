@@ -24,7 +24,8 @@ from deepemhancer.models.registry import bundled_dir
 from deepemhancer.models.store import save_model
 from deepemhancer.nn import UNet
 from deepemhancer.normalization import noise_statistics_from_halves
-from deepemhancer.pipeline import EnhanceOptions, Model, enhance, load_model
+from deepemhancer.models.loaded import Model, load_model
+from deepemhancer.pipeline import EnhanceOptions, enhance
 from deepemhancer.plots import save_halves_check
 
 NOISE_STD = 0.05

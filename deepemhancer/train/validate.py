@@ -35,7 +35,8 @@ from ..mapio import Geometry, Map, average_halves, read_map
 from ..metrics import (HalvesCheck, ModelAgreement, halves_check as check_halves, model_agreement,
                        model_reference, read_structure, share_text)
 from ..masks import shape_mask
-from ..pipeline import EnhanceOptions, Model, enhance, takes_halves
+from ..models.loaded import Model, takes_halves
+from ..pipeline import EnhanceOptions, enhance
 from ..halves_input import baseline_sharpening
 from .dataset import structure_name, structure_seed
 from .simulate import SimulationSettings, coloured_noise, noise_scale, simulate

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from deepemhancer.mapio import read_map
-from deepemhancer.pipeline import EnhanceOptions, enhance, load_model
+from deepemhancer.models.loaded import load_model
+from deepemhancer.pipeline import EnhanceOptions, enhance
 from deepemhancer_plugin.constants import (ENHANCED_HALF_FILES, INPUT_SET, INPUT_VOLUME, NORM_NOISE_STATS,
                                            OUTPUT_CONFIDENCE, OUTPUT_VOLUME, OUTPUT_VOLUMES)
 from deepemhancer_plugin.protocols import ProtDeepEMhancer
