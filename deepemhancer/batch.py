@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import DeepEMhancerError, InputError
-from .mapio import MAP_SUFFIXES, check_output_path, map_file_bytes, read_header, read_map, write_maps
+from .mapio import MAP_SUFFIXES, Map, check_output_path, map_file_bytes, read_header, read_map, write_maps
 
 log = logging.getLogger("deepemhancer")
 
@@ -122,13 +122,14 @@ def result_name(source: Path) -> str:
     return stem + RESULT_TAG + (suffix or ".mrc")
 
 
-def run(jobs: Sequence[Job], model_json: str | Path, options, *, augmentations: int | None = None,
-        overwrite: bool = False, keep_going: bool = True,
+def run(jobs: Sequence[Job], model_json: str | Path, options, *, mask: Map | None = None,
+        augmentations: int | None = None, overwrite: bool = False, keep_going: bool = True,
         report: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Enhance every job with one model, loaded once; the outcomes in the jobs' order.
 
     First every job is checked (inputs readable as maps, outputs writable, with room, and not there
-    unless ``overwrite``), then the model is loaded and the jobs are enhanced in order. ``augmentations``:
+    unless ``overwrite``), then the model is loaded and the jobs are enhanced in order. ``mask``: the
+    binary mask of masked normalisation, the same for every job (``pipeline.enhance``'s). ``augmentations``:
     also a confidence map (``confidence.enhance_with_confidence``; every job then names its file).
     ``keep_going``: a job failing with one of FAILURES becomes a failed Outcome and the rest go on;
     otherwise the error is raised. ``report`` gets each Outcome when it is known (failed checks first).
@@ -162,7 +163,7 @@ def run(jobs: Sequence[Job], model_json: str | Path, options, *, augmentations: 
         if len(jobs) > 1:
             log.info("map %d of %d: %s", index + 1, len(jobs), jobs[index].name)
         try:
-            written = _enhance(jobs[index], model, options, augmentations, overwrite)
+            written = _enhance(jobs[index], model, options, mask, augmentations, overwrite)
         except FAILURES as error:
             if not keep_going:
                 raise
@@ -232,18 +233,19 @@ def _check(job: Job, overwrite: bool) -> None:
         check_output_path(path, overwrite, map_file_bytes(shapes[0]) * len(job.outputs))
 
 
-def _enhance(job: Job, model, options, augmentations: int | None, overwrite: bool) -> tuple[Path, ...]:
+def _enhance(job: Job, model, options, mask: Map | None, augmentations: int | None,
+             overwrite: bool) -> tuple[Path, ...]:
     """Read, enhance and write one job; the files written."""
     from .pipeline import enhance
 
     maps = [read_map(path, job.voxel_size) for path in job.inputs]
     source = maps[0] if len(maps) == 1 else maps
     if augmentations is None:
-        results = [enhance(source, model, options)]
+        results = [enhance(source, model, options, mask=mask)]
     else:
         from .confidence import enhance_with_confidence
 
-        found = enhance_with_confidence(source, model, options, augmentations)
+        found = enhance_with_confidence(source, model, options, augmentations, mask=mask)
         results = [found.map, found.confidence, *(found.half_maps or ())]
     written = list(zip(results, job.outputs))
     write_maps(written, overwrite)

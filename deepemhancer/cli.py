@@ -293,13 +293,13 @@ def _run_enhance(argv: Sequence[str]) -> int:
                           separate_halves=bool(args.halfMap2) and not pair_model, voxel_size=args.samplingRate)
     options = EnhanceOptions(
         legacy=args.legacy, noise_stats=tuple(args.noiseStats) if args.noiseStats else None,
-        mask=read_map(args.binaryMask, args.samplingRate) if args.binaryMask else None,
         blending=args.blending, stride=args.stride,
         cleaning_strength=None if args.cleaningStrengh == -1 else args.cleaningStrengh,
         gpu_ids=args.gpuIds, batch_size=args.batch_size, precision=args.precision, threads=args.threads,
         progress=not args.quiet, skip_solvent=not args.predictSolvent)
     keep_freed_memory()  # this process is ours: reuse the network's freed activations
-    settings = dict(augmentations=args.confidenceAugmentations if args.confidence else None, overwrite=args.force)
+    settings = dict(mask=read_map(args.binaryMask, args.samplingRate) if args.binaryMask else None,
+                    augmentations=args.confidenceAugmentations if args.confidence else None, overwrite=args.force)
     if len(jobs) > 1:
         return batch.command_line(jobs, model_json, options, describe=_error_text, **settings)
     batch.run(jobs, model_json, options, keep_going=False, **settings,

@@ -120,14 +120,16 @@ def confidence_from_spread(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
 
 
 def enhance_with_confidence(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
-                            options: EnhanceOptions = EnhanceOptions(), augmentations: int = 8) -> ConfidenceResult:
+                            options: EnhanceOptions = EnhanceOptions(), augmentations: int = 8, *,
+                            mask: Map | None = None) -> ConfidenceResult:
     """Enhance and measure how far independent predictions agree; costs ``augmentations`` enhance runs,
     plus 2 with half maps.
 
     Predictions: the map (or the average of the halves) under each augmentation (transformed, enhanced
     with ``options``, transformed back) and, given half maps, each half enhanced on its own. Every
     prediction is normalised with the noise statistics of the map (or average), so all share one
-    intensity scale; in masked mode each normalises itself inside the mask. A half-map model (which
+    intensity scale; in masked mode (``mask``, as ``enhance`` takes it) each normalises itself inside
+    the mask, moved with the map. A half-map model (which
     needs both halves for every prediction) gets the augmentations of the pair only.
     """
     if not isinstance(model, Model):
@@ -141,7 +143,7 @@ def enhance_with_confidence(map_or_halves: Map | Sequence[Map], model: Model | s
         raise InputError(f"model {model.name!r} needs the two half maps; give both")
     average = map_or_halves if halves is None else average_halves(*halves)
     source = halves if pair_model else average
-    if not pair_model and options.mask is None and options.noise_stats is None:
+    if not pair_model and mask is None and options.noise_stats is None:
         # Taken once, exactly as enhance() would (measured from the halves in the default mode), and
         # reused for every prediction.
         options = dataclasses.replace(options, noise_stats=(
@@ -154,7 +156,7 @@ def enhance_with_confidence(map_or_halves: Map | Sequence[Map], model: Model | s
     try:
         for i, transform in enumerate(transforms, 1):
             log.debug("confidence: prediction %d of %d (%s)", i, total, transform.name)
-            predicted = _enhance_augmented(source, model, options, transform, progress)
+            predicted = _enhance_augmented(source, mask, model, options, transform, progress)
             if plain is None:
                 plain = predicted
             spread.add(predicted.data)
@@ -163,7 +165,7 @@ def enhance_with_confidence(map_or_halves: Map | Sequence[Map], model: Model | s
             enhanced_halves = []
             for i, half in enumerate(halves, 1):
                 log.debug("confidence: prediction %d of %d (half map %d)", len(transforms) + i, total, i)
-                enhanced_halves.append(enhance(half, model, options, progress))
+                enhanced_halves.append(enhance(half, model, options, mask=mask, progress=progress))
                 spread.add(enhanced_halves[-1].data)
             enhanced_halves = tuple(enhanced_halves)
     finally:
@@ -188,12 +190,12 @@ def _as_halves(map_or_halves: Map | Sequence[Map]) -> tuple[Map, Map] | None:
     return map_or_halves[0], map_or_halves[1]
 
 
-def _enhance_augmented(source: Map | tuple[Map, Map], model: Model, options: EnhanceOptions,
+def _enhance_augmented(source: Map | tuple[Map, Map], mask: Map | None, model: Model, options: EnhanceOptions,
                        transform: Augmentation, progress: Progress) -> Map:
     """enhance() of the transformed map or pair of half maps (and mask), transformed back onto the
     source's grid."""
     if not transform.flip_axes and not transform.turns:
-        return enhance(source, model, options, progress)
+        return enhance(source, model, options, mask=mask, progress=progress)
     first = source if isinstance(source, Map) else source[0]
     voxel = first.isotropic_voxel_size
 
@@ -201,8 +203,6 @@ def _enhance_augmented(source: Map | tuple[Map, Map], model: Model, options: Enh
         data = transform.apply(m.data)
         return Map(data, Geometry.for_grid(data.shape, voxel))
 
-    if options.mask is not None:
-        options = dataclasses.replace(options, mask=moved(options.mask))
     moved_source = moved(source) if isinstance(source, Map) else tuple(moved(h) for h in source)
-    predicted = enhance(moved_source, model, options, progress)
+    predicted = enhance(moved_source, model, options, mask=None if mask is None else moved(mask), progress=progress)
     return first.with_data(transform.invert(predicted.data))

@@ -42,8 +42,8 @@ class EnhanceOptions:
     """How to enhance. The defaults are the corrected pipeline on the first GPU (or the CPU).
 
     legacy: reproduce the original step by step (count+1 blending, its padding, skimage round trip).
-    noise_stats: (mean, std) of the solvent noise; None estimates them (ignored in masked mode).
-    mask: a binary mask on the input's grid; selects masked normalisation (needs the masked model).
+    noise_stats: (mean, std) of the solvent noise; None estimates them. (The other normalisation,
+        by a binary mask, is chosen by giving ``enhance`` the mask: a mask is data, not a setting.)
     blending: corrected mode only: 'gaussian' (smooth window, the default: None) or 'count' (true
         mean; cube edges then leave a pattern at the stride that independent halves share).
     stride: cube stride in voxels; None takes the model's (16 for the official models).
@@ -59,7 +59,6 @@ class EnhanceOptions:
 
     legacy: bool = False
     noise_stats: tuple[float, float] | None = None
-    mask: Map | None = None
     blending: Literal["count", "gaussian"] | None = None
     stride: int | None = None
     cleaning_strength: float | None = None
@@ -83,18 +82,12 @@ class EnhanceOptions:
                              setting="precision")
 
     def _check_modes(self) -> None:
-        """The switches, the normalisation (noise statistics or a mask) and the blending."""
+        """The switches, the noise statistics and the blending."""
         for name in ("legacy", "progress", "skip_solvent"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, not {getattr(self, name)!r}", setting=name)
         if self.noise_stats is not None:
             object.__setattr__(self, "noise_stats", _noise_stats(self.noise_stats))
-        if self.mask is not None and not isinstance(self.mask, Map):
-            raise InputError(f"the mask must be a Map (read it with read_map), not {type(self.mask).__name__}",
-                             setting="mask")
-        if self.mask is not None and self.noise_stats is not None:
-            raise InputError("a mask and noise statistics are two normalisation modes; give only one",
-                             setting="noise_stats")
         if self.blending not in (None, *BLENDINGS):
             raise InputError(f"blending {self.blending!r} is unknown; choose one of {', '.join(BLENDINGS)}",
                              setting="blending")
@@ -135,22 +128,28 @@ def _noise_stats(value) -> tuple[float, float]:
     return mean, std
 
 
-def _check_options(options: EnhanceOptions, model: Model) -> None:
-    """What the settings (checked on their own by EnhanceOptions) must satisfy for this model."""
+def _check_options(options: EnhanceOptions, model: Model, mask: Map | None) -> None:
+    """What the settings (checked on their own by EnhanceOptions) and the choice of a mask must
+    satisfy together and for this model."""
     if not isinstance(options, EnhanceOptions):
         raise InputError(f"options must be EnhanceOptions, not {type(options).__name__}")
+    if mask is not None and not isinstance(mask, Map):
+        raise InputError(f"the mask must be a Map (read it with read_map), not {type(mask).__name__}", setting="mask")
+    if mask is not None and options.noise_stats is not None:
+        raise InputError("a mask and noise statistics are two normalisation modes; give only one",
+                         setting="noise_stats")
     masked_model = model.metadata["normalization"] == "masked"
     if takes_halves(model):
-        if options.mask is not None or options.noise_stats is not None:
+        if mask is not None or options.noise_stats is not None:
             raise InputError(f"model {model.name!r} measures the noise from the two half maps; it takes "
                              "no mask or noise statistics", setting="noise_stats")
         if options.legacy:
             raise InputError(f"legacy mode reproduces the original, which takes one map; model {model.name!r} "
                              "needs the default mode", setting="legacy")
-    if options.mask is not None and not masked_model:
+    if mask is not None and not masked_model:
         raise InputError(f"a binary mask selects masked normalisation, but model {model.name!r} expects "
                          "unmasked input; use the 'masked' model or no mask", setting="mask")
-    if options.mask is None and masked_model:
+    if mask is None and masked_model:
         raise InputError(f"model {model.name!r} needs a binary mask; give one", setting="mask")
     cube = int(model.metadata["cube_size"])
     if options.stride is not None and options.stride > cube:
@@ -162,11 +161,12 @@ def _per_channel(function, volume: np.ndarray) -> np.ndarray:
     return function(volume) if volume.ndim == 3 else np.stack([function(channel) for channel in volume])
 
 
-def _normalise(volume: np.ndarray, options: EnhanceOptions, halves: tuple[Map, Map] | None) -> np.ndarray:
+def _normalise(volume: np.ndarray, options: EnhanceOptions, mask: Map | None,
+               halves: tuple[Map, Map] | None) -> np.ndarray:
     """The map in the network's units: by its mask, by the noise statistics given, measured from the
     two halves (``halves``: the corrected mode), or estimated as the original does."""
-    if options.mask is not None:
-        return normalization.normalize_with_mask(volume, options.mask.data)
+    if mask is not None:
+        return normalization.normalize_with_mask(volume, mask.data)
     if options.noise_stats is None:
         if halves is not None:
             mean, std = normalization.noise_statistics_from_halves(halves[0].data, halves[1].data)
@@ -237,34 +237,37 @@ def _check_memory(source: Map, voxel_size: float, model: Model, channels: int, s
 
 
 def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
-            options: EnhanceOptions = EnhanceOptions(), progress: Progress | None = None) -> Map:
+            options: EnhanceOptions = EnhanceOptions(), *, mask: Map | None = None,
+            progress: Progress | None = None) -> Map:
     """Enhance a map (or the average of two half maps) with a model; the result keeps the input's geometry.
 
     Intensities of the result are in the network's normalised units (noise std 0.1 at input), as
-    the original writes them. ``progress``: the report of a longer job this run is part of (the
-    confidence map's); None: a report of its own, as ``options.progress`` says.
+    the original writes them. ``mask``: a binary mask of the molecule on the input's grid (its
+    array is used, not its origin); it selects masked normalisation, which the masked model
+    needs, and only the cubes it touches are predicted. ``progress``: the report of a longer job
+    this run is part of (the confidence map's); None: a report of its own, as ``options.progress`` says.
     """
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     if not isinstance(model, Model):
         raise InputError(f"model must be a Model (load_model) or the path of a model JSON, not {type(model).__name__}")
-    _check_options(options, model)
+    _check_options(options, model, mask)
     source, halves = _source(map_or_halves)
     if takes_halves(model) and halves is None:
         raise InputError(f"model {model.name!r} needs the two half maps (they measure the noise); give both, "
                          "or choose a single-map model")
     validate_for_enhancement(source, "input map")
     voxel_size = source.isotropic_voxel_size
-    if options.mask is not None and options.mask.data.shape != source.data.shape:
+    if mask is not None and mask.data.shape != source.data.shape:
         # shape only: masks from many tools drop the origin, and the array is what is used
-        raise InputError(f"the mask's shape {options.mask.data.shape} differs from the map's "
+        raise InputError(f"the mask's shape {mask.data.shape} differs from the map's "
                          f"{source.data.shape}; make the mask on the map's grid", setting="mask")
-    recipe = Recipe(options, model)
+    recipe = Recipe(options, model, masked=mask is not None)
     _check_memory(source, voxel_size, model, halves_input.CHANNELS if takes_halves(model) else 1, recipe.tiling.stride)
     report = progress if progress is not None else Progress(enabled=options.progress)
     try:
         with torch_settings(options.threads, options.precision):
-            return _enhance(source, halves, model, options, recipe, report)
+            return _enhance(source, halves, mask, model, options, recipe, report)
     except MemoryError:
         raise ResourceError(f"ran out of memory enhancing this {'x'.join(map(str, source.data.shape))} map; "
                             "close other programs, crop the box, or use a machine with more memory") from None
@@ -283,14 +286,14 @@ class Recipe:
     model_voxel: float
     skip_solvent: bool
 
-    def __init__(self, options: EnhanceOptions, model: Model):
+    def __init__(self, options: EnhanceOptions, model: Model, *, masked: bool):
         cube = int(model.metadata["cube_size"])
         object.__setattr__(self, "legacy", options.legacy)
         object.__setattr__(self, "tiling", Tiling(cube, options.stride or int(model.metadata["stride"]),
                                                   legacy=options.legacy, blending=options.blending or "gaussian"))
         object.__setattr__(self, "model_voxel", float(model.metadata["voxel_size"]))
         # legacy mode predicts every cube, as the original; a given mask already chooses the cubes
-        object.__setattr__(self, "skip_solvent", options.skip_solvent and not options.legacy and options.mask is None)
+        object.__setattr__(self, "skip_solvent", options.skip_solvent and not options.legacy and not masked)
 
     def to_model_grid(self, volume: np.ndarray, voxel_size: float) -> np.ndarray:
         """(Z, Y, X) or (C, Z, Y, X) on the model's grid."""
@@ -315,15 +318,15 @@ def solvent_free_region(volume: np.ndarray, voxel_size: float) -> np.ndarray | N
     return region
 
 
-def _enhance(source: Map, halves: tuple[Map, Map] | None, model: Model, options: EnhanceOptions,
+def _enhance(source: Map, halves: tuple[Map, Map] | None, mask: Map | None, model: Model, options: EnhanceOptions,
              recipe: Recipe, progress: Progress) -> Map:
     """enhance() once its inputs are checked."""
     voxel_size = source.isotropic_voxel_size
     devices = resolve_devices(options.gpu_ids)
     # (Z, Y, X), or (C, Z, Y, X) for a half-map model
     normalised = (halves_input.halves_channels(*halves) if takes_halves(model)
-                  else _normalise(source.data, options, None if recipe.legacy else halves))
-    region = options.mask.data.astype(np.float32) if options.mask is not None else (
+                  else _normalise(source.data, options, mask, None if recipe.legacy else halves))
+    region = mask.data.astype(np.float32) if mask is not None else (
         solvent_free_region(source.data, voxel_size) if recipe.skip_solvent else None)
     resampled = recipe.to_model_grid(normalised, voxel_size)
     del normalised

@@ -196,7 +196,7 @@ def test_masked_mode_matches_the_original(tmp_path, masked_model):
     mask = on_disk(tmp_path, ball.astype(np.float32), 1.2, "mask")
     apix = source.geometry.voxel_size[0]
     reference, info = ref_legacy(ref_masked_normalisation(source.data, mask.data), apix, written, mask=mask.data)
-    ours = enhance(source, json_path, legacy_options(mask=mask))
+    ours = enhance(source, json_path, legacy_options(), mask=mask)
     assert info["cubes"] > 0
     assert_same(ours.data, reference)
 
@@ -216,7 +216,7 @@ def test_masked_mode_with_a_negative_background_mask_matches_the_original(tmp_pa
     resized_mask = ref_resize(mask.data, [round(n * apix) for n in shape])
     # Windows from 12 on along the first axis hold only negative mask values: the original runs them.
     assert info["skipped"] == 0 and np.all(resized_mask[12:] < 0)
-    ours = enhance(source, json_path, legacy_options(mask=mask))
+    ours = enhance(source, json_path, legacy_options(), mask=mask)
     assert_same(ours.data, reference)
 
 

@@ -218,10 +218,10 @@ def test_masked_mode_moves_the_mask_with_the_map():
     x = blobs(shape, 7) + noise(shape, 8)
     mask = np.zeros(shape, np.float32)
     mask[8:24, 8:24, 4:20] = 1.0  # off-centre: cubes far from it are skipped and stay 0
-    options = dataclasses.replace(OPTIONS, noise_stats=None, mask=as_map(mask))
+    options = dataclasses.replace(OPTIONS, noise_stats=None)
     model = model_of(torch.nn.Identity(), "masked")
-    result = enhance_with_confidence(as_map(x), model, options, augmentations=8)
-    plain = enhance(as_map(x), model, options).data
+    result = enhance_with_confidence(as_map(x), model, options, augmentations=8, mask=as_map(mask))
+    plain = enhance(as_map(x), model, options, mask=as_map(mask)).data
     np.testing.assert_array_equal(result.map.data, plain)
     assert np.count_nonzero(plain[:, :, 40:]) == 0  # cubes were skipped: a mask left in place would show it
     np.testing.assert_allclose(result.confidence.data, 1.0, atol=1e-5)

@@ -241,18 +241,17 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         from ..models import resolve_model
 
         keep_freed_memory()  # this run's process is ours (see docs/performance.md)
-        options = self._engineOptions(settings, jobs[0].inputs[0], jobs[0].voxel_size)
-        return run(jobs, resolve_model(settings["model"]), options, augmentations=settings["augmentations"],
-                   overwrite=True, **how)
+        return run(jobs, resolve_model(settings["model"]), self._engineOptions(settings),
+                   mask=self._binaryMask(settings, jobs[0].inputs[0], jobs[0].voxel_size),
+                   augmentations=settings["augmentations"], overwrite=True, **how)
 
-    def _engineOptions(self, settings: dict, source, sampling: float):
+    def _engineOptions(self, settings: dict):
         """The engine's EnhanceOptions: the stored settings, plus this run's devices and threads."""
         from deepemhancer.pipeline import EnhanceOptions
 
         return EnhanceOptions(
             legacy=settings["legacy"],
             noise_stats=tuple(settings["noise_stats"]) if settings["noise_stats"] else None,
-            mask=self._binaryMask(settings, source, sampling),
             blending=settings["blending"],
             skip_solvent=settings.get("skip_solvent", True),  # settings stored by older runs lack it
             stride=settings["stride"],

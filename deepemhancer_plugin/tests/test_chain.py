@@ -150,8 +150,8 @@ class TestDeepEMhancerChain(PluginTest):
         run = self.modelMaskedEnhanceRun
         source = read_volume_file(self.volume.getFileName(), SAMPLING)
         mask = model_mask(self.structure.getFileName(), placed_as_in_scipion(source, ORIGIN), 4.0)
-        expected = enhance(source, resolve_model(TINY_MASKED_MODEL),
-                           EnhanceOptions(mask=source.with_data(mask), gpu_ids="-1", progress=False))
+        expected = enhance(source, resolve_model(TINY_MASKED_MODEL), EnhanceOptions(gpu_ids="-1", progress=False),
+                           mask=source.with_data(mask))
         np.testing.assert_allclose(read_map(run.outputVolume.getFileName()).data, expected.data, atol=1e-5)
         self.assertIn("binary mask (the mask made from the atomic model simulated at 4 Å", " ".join(run.summary()))
         self.assertIn("Wojdyr2022", run._citations())
