@@ -19,6 +19,7 @@ from scipy.signal import argrelextrema
 from scipy.stats import iqr
 
 from .errors import InputError, NormalizationError
+from .metrics import check_mask
 from .resampling import legacy_resize
 
 log = logging.getLogger("deepemhancer")
@@ -180,11 +181,7 @@ def normalize_with_mask(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(x - median) / (p95 - p10) of the positive density inside the binarised mask, times that
     mask (zero outside); float32 (`inputNormalizationWithMask_2`)."""
     x = np.asarray(x, dtype=np.float32)
-    if mask.shape != x.shape:
-        raise InputError(f"the mask's shape {mask.shape} differs from the map's {x.shape}; use a mask made on the same grid")
-    if not np.any(np.asarray(mask) > 0):
-        raise NormalizationError("the mask is empty (no voxel above 0); give a mask that covers the molecule",
-                                 setting="mask")
+    check_mask(mask, x.shape, "the map's", values="binarised", setting="mask")
     binary = binarize_mask(mask)
     inside = x[(binary > 0) & (x > 0)]
     if inside.size == 0:

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
-import torch
 
 from . import cleaning, halves_input, normalization, resampling, tiling
 from .devices import PRECISIONS, resolve_devices, torch_settings
 from .errors import InputError, ResourceError
 from .mapio import Map, average_halves, validate_for_enhancement
 from .masks import molecule_mask
+from .metrics import check_mask
 from .models.loaded import Model, load_model, takes_halves
 from .predict import Progress, network_predictor
 from .tiling import Tiling, sliding_window
@@ -258,10 +258,8 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
                          "or choose a single-map model")
     validate_for_enhancement(source, "input map")
     voxel_size = source.isotropic_voxel_size
-    if mask is not None and mask.data.shape != source.data.shape:
-        # shape only: masks from many tools drop the origin, and the array is what is used
-        raise InputError(f"the mask's shape {mask.data.shape} differs from the map's "
-                         f"{source.data.shape}; make the mask on the map's grid", setting="mask")
+    if mask is not None:
+        check_mask(mask.data, source.data.shape, "the map's", values="binarised", setting="mask")
     recipe = Recipe(options, model, masked=mask is not None)
     _check_memory(source, voxel_size, model, halves_input.CHANNELS if takes_halves(model) else 1, recipe.tiling.stride)
     report = progress if progress is not None else Progress(enabled=options.progress)

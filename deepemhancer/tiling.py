@@ -17,6 +17,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from .errors import InputError
+from .metrics import check_mask
 
 log = logging.getLogger("deepemhancer")
 
@@ -78,8 +79,7 @@ def sliding_window(volume: np.ndarray, predict_cubes: CubePredictor, tiling: Til
               else np.stack([pad_volume(channel, padding, tiling.pad_mode) for channel in volume]))
     origins = cube_origins(padded.shape[-3:], tiling.cube, tiling.stride)
     if mask is not None:
-        if mask.shape != tuple(shape):
-            raise InputError(f"the mask's shape {mask.shape} differs from the volume's {tuple(shape)}")
+        check_mask(mask, shape, "the volume's", values="any")
         origins = cubes_touching(mask, origins, tiling.cube, tiling.mask_threshold)
     if not origins:
         raise InputError(f"a {'x'.join(map(str, shape))} volume holds no {tiling.cube}³ cube"

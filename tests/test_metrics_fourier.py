@@ -7,7 +7,7 @@ loop over shells.
 import numpy as np
 import pytest
 
-from deepemhancer.errors import InputError
+from deepemhancer.errors import InputError, NormalizationError
 from deepemhancer.metrics import (FSCCurve, check_mask, fsc, fsc_masked_corrected, half_map_fsc, radial_frequency_grid,
                                   randomisation_start, randomise_phases, resolution_at, shared_power, soft_mask)
 
@@ -211,6 +211,27 @@ def test_a_mask_that_is_no_mask_is_refused_with_advice(mask, message):
         check_mask(mask, (8, 8, 8))
     with pytest.raises(InputError, match=message):  # every measure that takes a mask checks it alike
         fsc(_noise((8, 8, 8), 1), _noise((8, 8, 8), 2), 1.0, mask)
+
+
+def test_the_enhance_rules_take_masks_beyond_0_to_1_and_check_the_shape_alike():
+    """Masked normalisation binarises a mask at 1 % of its range, so masks of 0 and 255 or with a
+    negative background stay accepted there ("binarised"); a region choosing cubes is checked for
+    its shape only ("any"). The shape rule and its message are one for every use."""
+    ball = np.zeros((8, 8, 8))
+    ball[2:6, 2:6, 2:6] = 1.0
+    for mask in (255.0 * ball, np.where(ball > 0, 1.0, -0.1)):
+        check_mask(mask, (8, 8, 8), values="binarised")
+        with pytest.raises(InputError, match="mask values must lie in 0..1"):
+            check_mask(mask, (8, 8, 8))
+    check_mask(np.zeros((8, 8, 8)), (8, 8, 8), values="any")
+    with pytest.raises(NormalizationError, match="the mask is empty") as empty:
+        check_mask(np.full((8, 8, 8), -1.0), (8, 8, 8), values="binarised", setting="mask")
+    assert empty.value.setting == "mask"
+    for values in ("weights", "binarised", "any"):
+        with pytest.raises(InputError, match="the mask's shape .* differs from the map's .*; give a mask on the map's grid"):
+            check_mask(ball[:, :, :7], (8, 8, 8), "the map's", values=values)
+    with pytest.raises(ValueError, match="values"):
+        check_mask(ball, (8, 8, 8), values="binary")
 
 
 def test_binary_and_soft_masks_within_rounding_of_one_pass():

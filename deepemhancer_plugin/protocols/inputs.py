@@ -181,13 +181,19 @@ class HalfMapInput:
     def _validateMask(self) -> list[str]:
         """An optional ``inputMask`` must be an MRC map on the half maps' grid."""
         mask = self.inputMask.get()
-        if mask is None:
-            return []
+        return [] if mask is None else self._maskGridErrors(mask, self._sourceFiles()[0], "the half maps'")
+
+    @staticmethod
+    def _maskGridErrors(mask, source: str | None, grid: str) -> list[str]:
+        """The form's check of a mask: an MRC map with the box of the map file ``source`` (None: not
+        known yet; ``grid``: whose grid, for the message). It is the engine's shape rule (``metrics.check_mask``), read
+        from the headers when the form is validated so that no run starts only to fail; the engine
+        checks the mask again, its values too, when the step runs."""
         if not is_mrc(mask.getFileName()):
-            return [f"The mask {map_path(mask.getFileName())} is not an MRC map: convert it first."]
-        if ImageHandler().getDimensions(map_path(mask.getFileName()))[:3] != \
-                ImageHandler().getDimensions(self._sourceFiles()[0])[:3]:
-            return ["The mask's box differs from the half maps': make the mask on their grid."]
+            return [f"The mask {map_path(mask.getFileName())} is not an MRC map: convert it to MRC first."]
+        if source and ImageHandler().getDimensions(map_path(mask.getFileName()))[:3] != \
+                ImageHandler().getDimensions(source)[:3]:
+            return [f"The mask's box differs from {grid}: make the mask on {grid} grid."]
         return []
 
     def _defineVolumeAndFsc(self, volume, result: dict) -> None:

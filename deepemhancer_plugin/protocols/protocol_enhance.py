@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 
-from pwem.emlib.image import ImageHandler
 from pwem.objects import SetOfVolumes, Volume
 from pwem.protocols import ProtAnalysis3D
 from pyworkflow.protocol import params
@@ -12,7 +11,7 @@ from ..constants import (AUGMENTATIONS, BLENDINGS, CONFIDENCE_FILE, CPU_DEVICE, 
                          DEFAULT_MODEL, ENHANCED_FILE, ENHANCED_HALF_FILES, ENHANCED_SET_FILE, HALVES_CHECK_FILE,
                          NORM_AUTO, NORM_MASK, NORM_NOISE_STATS, NORMALIZATION_CHOICES, OUTPUT_CONFIDENCE,
                          OUTPUT_VOLUME, OUTPUT_VOLUMES, PRECISIONS, RECOMMENDED_MODEL, SET_OUTCOMES_FILE)
-from ..convert import (is_mrc, map_path, origin_shifts, output_volume, placed_as_in_scipion, read_json,
+from ..convert import (origin_shifts, output_volume, placed_as_in_scipion, read_json,
                        read_volume_file, write_json)
 from .inputs import HalfMapInput
 
@@ -340,7 +339,7 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         if normalization == NORM_NOISE_STATS and not (self.noiseStd.get() or 0) > 0:
             errors.append("The noise standard deviation must be positive.")
         if normalization == NORM_MASK:
-            errors += self._validateMask(sources)
+            errors += self._validateBinaryMask(sources)
         if self.cleaning.get() and not 0 < (self.cleaningStrength.get() or 0) < 1:
             errors.append("The blob-cleaning fraction must be between 0 and 1 (exclusive).")
         if self.confidence.get() and AUGMENTATIONS[self.augmentations.get()] == "1" and not self.usesHalfMaps():
@@ -354,19 +353,14 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
             errors.append("Batch size and stride must be 0 (automatic) or positive.")
         return errors + self._validateModel()
 
-    def _validateMask(self, sources: list) -> list:
+    def _validateBinaryMask(self, sources: list) -> list:
         mask = self.inputMask.get()
         if mask is None and self.inputStructure.get() is None:
             return ["Binary mask normalisation needs a mask (e.g. from 'tight mask') or a fitted atomic model: "
                     "select one."]
         if mask is None:
             return [] if self.structureResolution.get() > 0 else ["The model map resolution must be positive."]
-        if not is_mrc(mask.getFileName()):
-            return [f"The mask {map_path(mask.getFileName())} is not an MRC map: convert it to MRC first."]
-        if sources and ImageHandler().getDimensions(map_path(mask.getFileName()))[:3] != \
-                ImageHandler().getDimensions(sources[0])[:3]:
-            return ["The mask's box differs from the map's: make the mask on the map's grid."]
-        return []
+        return self._maskGridErrors(mask, sources[0] if sources else None, "the map's")
 
     def _validateModel(self) -> list:
         from deepemhancer.models.store import HALVES_NORMALIZATION

@@ -74,6 +74,16 @@ class TestDeepEMhancerValidation(PluginTest):
             self.assertEqual(prot.warnings(), ["The mask covers 100.0% of the box, so it hardly masks anything: make "
                                                "it tighter (a higher threshold, less dilation or a narrower soft edge)."])
 
+    def test_a_mask_on_another_grid_is_refused_before_a_run(self):
+        import numpy as np
+
+        mask = self.importMask(write_mrc(self.dataDir / "mask30.mrc", np.ones((30, 30, 30), np.float32)))
+        fsc = self._errors(ProtDeepEMhancerHalfMapFSC, inputChoice=INPUT_TWO_HALVES, inputHalf1=self.half1,
+                           inputHalf2=self.half2, inputMask=mask)
+        self.assertIn("The mask's box differs from the half maps': make the mask on the half maps' grid.", fsc)
+        enhance = self._errors(ProtDeepEMhancer, inputVolume=self.noHalves, normalization=NORM_MASK, inputMask=mask)
+        self.assertIn("The mask's box differs from the map's: make the mask on the map's grid.", enhance)
+
     def test_a_refused_run_fails_with_the_message(self):
         prot = self.newProtocol(ProtDeepEMhancerHalfMapFSC, inputChoice=INPUT_TWO_HALVES,
                                 inputHalf1=self.half1, inputHalf2=self.small)
