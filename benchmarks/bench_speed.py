@@ -79,7 +79,7 @@ def agreement(result: np.ndarray, reference: np.ndarray, molecule: np.ndarray) -
 
 def runs(cases: list[str], strides: list[int], threads: int) -> list[dict]:
     from deepemhancer.devices import keep_freed_memory
-    from deepemhancer.masks import map_mask
+    from deepemhancer.molecule_masks import map_mask
     from deepemhancer.models.loaded import load_model
 
     keep_freed_memory()

@@ -20,7 +20,7 @@ repository), in LocScale's classic model-free mode, ``--build_using_pseudomodel`
 placed in a mask, servalcat ADP refinement against the half maps, its model map the local reference):
 
 - ``pseudomodel``: as LocScale runs by default in that mode, in its own FDR confidence mask;
-- ``pseudomodel_mapmask``: given (``-ma``) the mask ``deepemhancer.masks.map_mask`` makes from the
+- ``pseudomodel_mapmask``: given (``-ma``) the mask ``deepemhancer.molecule_masks.map_mask`` makes from the
   halves' average, dilated 3 Å (LocScale writes zeros outside its mask, and its FDR mask covers only
   part of the molecule on these maps).
 
@@ -88,7 +88,7 @@ NOREF_NOTE = ("`--no_reference` is not usable in LocScale 2.4.1: its amplitude s
               "`set_local_bfactor` setting and scales every window to the placeholder reference it uses in that "
               "mode (a map of ones), so the output is its mask (values 0 and 1, e.g. on 2X9A@3 and 1M27@3; "
               "0 and ±1 on EMD-3488), not a sharpened map; it is left out of the default run.")
-MASK_DILATION_A = 3.0  # the map mask handed to LocScale: masks.map_mask of the average, dilated 3 Å
+MASK_DILATION_A = 3.0  # the map mask handed to LocScale: molecule_masks.map_mask of the average, dilated 3 Å
 
 # A CCP4 monomer library holding water alone: all a pseudo-atomic model contains. HOH.cif as in the
 # CCP4 monomer library (MonomerLibrary/monomers, h/HOH.cif); the atom types it uses (and water's
@@ -336,7 +336,7 @@ def evaluate(name: str, half1: Map, half2: Map, structure: Path, args, monlib: P
     average = 0.5 * (half1.data + half2.data)
     mask_info = None
     if any(MODES[m][2] for m in args.modes):
-        from deepemhancer.masks import map_mask
+        from deepemhancer.molecule_masks import map_mask
 
         made = map_mask(average, voxel_size=voxel, dilation_A=MASK_DILATION_A)
         binary = (made.mask >= 0.5).astype(np.float32)
@@ -556,7 +556,7 @@ def main() -> int:
             "pseudomodel_mapmask": "as `locscale_pseudomodel`, but given a mask (`-ma`) instead of LocScale's own "
                                    "FDR confidence mask (1 % FDR), which on these maps covers only part of the "
                                    "molecule and LocScale writes zeros outside its mask: the binary mask "
-                                   "`deepemhancer.masks.map_mask` makes from the halves' average (15 Å low-pass, "
+                                   "`deepemhancer.molecule_masks.map_mask` makes from the halves' average (15 Å low-pass, "
                                    "automatic contour, the connected molecule) dilated by 3 Å; no atomic model used.",
             "noref_mapmask": "as `locscale_noref`, with the map mask of `locscale_pseudomodel_mapmask`. " + NOREF_NOTE,
         },

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import InputError
 from .mapio import Map
-from .masks import molecule_mask
+from .molecule_masks import molecule_mask
 from .metrics import GuinierRangeError
 from .models.store import HALVES_NORMALIZATION as NORMALIZATION  # the model-JSON name of this input
 from .sharpen import SharpenResult, sharpen
@@ -49,7 +49,7 @@ def baseline_sharpening(half1: Map, half2: Map) -> SharpenResult:
 
 
 def fsc_mask(half1: Map, half2: Map) -> np.ndarray | None:
-    """A soft mask of the molecule from the halves' average (``masks.map_mask``, dilated and softened
+    """A soft mask of the molecule from the halves' average (``molecule_masks.map_mask``, dilated and softened
     by 6 Å), or None where no molecule stands out of the average's noise: the FSC is then taken
     unmasked.
 

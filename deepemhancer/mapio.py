@@ -276,8 +276,8 @@ def check_same_grid(a: Map, b: Map, what_a: str, what_b: str, *, advice: str | N
                              f"{_format(value_b)}; {hint}")
 
 
-def validate_for_enhancement(m: Map, name: str) -> None:
-    """InputError when ``m`` cannot be enhanced: non-finite, all zero or constant."""
+def check_map_values(m: Map, name: str) -> None:
+    """InputError when ``m``'s values cannot be enhanced or sharpened: non-finite, all zero or constant."""
     _check_finite(m.data, name)
     low, high = float(m.data.min()), float(m.data.max())
     if low == high == 0.0:

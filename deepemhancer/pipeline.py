@@ -17,8 +17,8 @@ import numpy as np
 from . import cleaning, halves_input, normalization, resampling, tiling
 from .devices import PRECISIONS, resolve_devices, torch_settings
 from .errors import InputError, ResourceError
-from .mapio import Map, average_halves, validate_for_enhancement
-from .masks import molecule_mask
+from .mapio import Map, average_halves, check_map_values
+from .molecule_masks import molecule_mask
 from .metrics import check_mask
 from .models.loaded import Model, load_model, takes_halves
 from .predict import Progress, network_predictor
@@ -256,7 +256,7 @@ def enhance(map_or_halves: Map | Sequence[Map], model: Model | str | Path,
     if takes_halves(model) and halves is None:
         raise InputError(f"model {model.name!r} needs the two half maps (they measure the noise); give both, "
                          "or choose a single-map model")
-    validate_for_enhancement(source, "input map")
+    check_map_values(source, "input map")
     voxel_size = source.isotropic_voxel_size
     if mask is not None:
         check_mask(mask.data, source.data.shape, "the map's", values="binarised", setting="mask")
@@ -307,7 +307,7 @@ class Recipe:
 
 
 def solvent_free_region(volume: np.ndarray, voxel_size: float) -> np.ndarray | None:
-    """Where the map may hold signal: its automatic molecular mask (``masks.molecule_mask``) dilated
+    """Where the map may hold signal: its automatic molecular mask (``molecule_masks.molecule_mask``) dilated
     by SOLVENT_MARGIN_A, fading to 0 over SOLVENT_EDGE_A; beyond it there is solvent only. None
     where no molecule stands out of the noise (then every cube is predicted)."""
     region = molecule_mask(volume, voxel_size=voxel_size, dilation_A=SOLVENT_MARGIN_A, soft_edge_A=SOLVENT_EDGE_A)

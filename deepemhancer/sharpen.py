@@ -19,7 +19,7 @@ import numpy as np
 from scipy import fft
 
 from .errors import InputError
-from .mapio import Map, check_same_grid, validate_for_enhancement
+from .mapio import Map, check_map_values, check_same_grid
 from .metrics import (HALF_MAP_FSC_THRESHOLD, FSCCurve, GuinierFit, check_mask, guinier_bfactor, half_map_fsc,
                       radial_frequency_grid, resolution_at)
 
@@ -64,8 +64,8 @@ def sharpen(half1: Map, half2: Map, *, resolution: float | None = None, b_factor
     """
     check_same_grid(half1, half2, "half map 1", "half map 2",
                     advice="use the two unfiltered half maps of one refinement")
-    validate_for_enhancement(half1, "half map 1")
-    validate_for_enhancement(half2, "half map 2")
+    check_map_values(half1, "half map 1")
+    check_map_values(half2, "half map 2")
     voxel = half1.isotropic_voxel_size
     shape = half1.data.shape
     if mask is not None:

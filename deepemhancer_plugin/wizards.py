@@ -70,7 +70,7 @@ class DeepEMhancerModelWizard(Wizard):
 
 def automatic_threshold_of(protocol) -> float:
     """The threshold the mask protocol's automatic mode would choose for its map (the engine's rule)."""
-    from deepemhancer.masks import automatic_threshold
+    from deepemhancer.molecule_masks import automatic_threshold
 
     volume = protocol.inputVolume.get()
     source = read_volume_file(map_path(volume.getFileName()), volume.getSamplingRate())

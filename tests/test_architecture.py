@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # docs/architecture.md, "measuring": what these import (even lazily) must be measuring too.
 MEASURING = ("deepemhancer", "deepemhancer.errors", "deepemhancer.files", "deepemhancer.mapio",
-             "deepemhancer.metrics", "deepemhancer.sharpen", "deepemhancer.masks", "deepemhancer.evaluate",
+             "deepemhancer.metrics", "deepemhancer.sharpen", "deepemhancer.molecule_masks", "deepemhancer.evaluate",
              "deepemhancer.report", "deepemhancer.plots")
 # The plugin's measuring modules (the FSC, sharpening and mask protocols, the comparison viewer and
 # what they share): every engine module they import, anywhere, must be a measuring one.

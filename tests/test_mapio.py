@@ -18,7 +18,7 @@ except ImportError:  # Windows
     resource = None
 
 from deepemhancer.errors import InputError, ResourceError
-from deepemhancer.mapio import (Geometry, Map, check_same_grid, read_map, validate_for_enhancement,
+from deepemhancer.mapio import (Geometry, Map, check_map_values, check_same_grid, read_map,
                                 voxel_centre_xyz, write_map)
 
 RNG = np.random.default_rng(1234)
@@ -322,17 +322,17 @@ def test_non_finite_values(tmp_path, bad, label):
 def test_all_zero_and_constant_maps_are_read_but_not_enhanced(tmp_path):
     zero = read_map(write_raw(tmp_path / "zero.mrc", np.zeros((8, 8, 8), np.float32)))
     with pytest.raises(InputError) as error:
-        validate_for_enhancement(zero, "input map")
+        check_map_values(zero, "input map")
     assert_one_line_advice(error, "input map", "all zeros", "unmasked, unsharpened")
     constant = zero.with_data(np.full((8, 8, 8), 3.5, np.float32))
     with pytest.raises(InputError) as error:
-        validate_for_enhancement(constant, "half map 2")
+        check_map_values(constant, "half map 2")
     assert_one_line_advice(error, "half map 2", "constant", "3.5", "unmasked, unsharpened")
     nan = zero.with_data(np.where(np.broadcast_to(np.eye(8, dtype=bool), (8, 8, 8)), np.nan, 1.0))
     with pytest.raises(InputError) as error:
-        validate_for_enhancement(nan, "input map")
+        check_map_values(nan, "input map")
     assert_one_line_advice(error, "NaN/Inf")
-    validate_for_enhancement(zero.with_data(RNG.normal(size=(8, 8, 8))), "input map")
+    check_map_values(zero.with_data(RNG.normal(size=(8, 8, 8))), "input map")
 
 
 def test_2d_image_and_single_section_are_not_maps(tmp_path):
@@ -560,7 +560,7 @@ def test_emd3197(shared_data, tmp_path):
     assert m.data.shape == (20, 20, 20) and m.geometry.nstart == (-2, 0, 0)
     assert m.isotropic_voxel_size == float(np.float32(11.4))
     np.testing.assert_allclose(voxel_centre_xyz(m, (0, 0, 0)), [-2 * 11.4, 0, 0], atol=1e-4)
-    validate_for_enhancement(m, "EMD-3197")
+    check_map_values(m, "EMD-3197")
     out = write_map(m, tmp_path / "copy.mrc.gz")
     assert header_fields(out) == header_fields(path)
     np.testing.assert_array_equal(read_map(out).data, m.data)

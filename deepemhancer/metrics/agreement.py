@@ -21,7 +21,7 @@ import numpy as np
 from ..mapio import Map
 from .fourier import FSCCurve, fsc, resolution_at
 from .local import median_local_correlation
-from .masks import soft_mask
+from .soft_edge import soft_mask
 from .model import MapModelCC, map_model_correlations, model_map, molecular_mask
 
 MODEL_FSC_THRESHOLD = 0.5

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.fft
 
 from ..errors import InputError
-from .masks import check_mask
+from .mask_check import check_mask
 
 log = logging.getLogger("deepemhancer")
 

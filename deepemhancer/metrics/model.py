@@ -30,7 +30,7 @@ import scipy.fft
 from ..errors import InputError
 from ..mapio import Map, voxel_centre_xyz
 from .fourier import radial_frequency_grid
-from .masks import check_mask
+from .mask_check import check_mask
 
 SOLVENT_RADIUS = 1.11  # Å, cctbx mmtbx.masks default
 SHRINK_TRUNCATION_RADIUS = 0.9  # Å, cctbx mmtbx.masks default

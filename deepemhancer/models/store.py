@@ -41,7 +41,7 @@ def weights_path(json_path: Path) -> Path:
     return Path(json_path).with_suffix(".safetensors")
 
 
-def validate_metadata(metadata: dict[str, Any], where: str) -> dict[str, Any]:
+def check_metadata(metadata: dict[str, Any], where: str) -> dict[str, Any]:
     """Check a model JSON's content; raise ModelError naming the file and the problem."""
     if metadata.get("format") != FORMAT:
         raise ModelError(f"{where} is not a DeepEMhancer model JSON (format field missing or wrong)")
@@ -86,7 +86,7 @@ def read_metadata(json_path: Path) -> dict[str, Any]:
         raise ModelError(f"model file {json_path} cannot be read ({exc}); re-import or re-download it") from None
     if not isinstance(metadata, dict):
         raise ModelError(f"model file {json_path} does not hold a JSON object; re-import it")
-    return validate_metadata(metadata, str(json_path))
+    return check_metadata(metadata, str(json_path))
 
 
 def check_writable_models_folder(folder: Path) -> None:
@@ -107,7 +107,7 @@ def save_model(json_path: Path, metadata: dict[str, Any], state_dict: dict[str, 
 
     json_path = Path(json_path)
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}
-    validate_metadata(metadata, str(json_path))
+    check_metadata(metadata, str(json_path))
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     json_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(weights_path(json_path), save(tensors))

@@ -34,7 +34,7 @@ from ..errors import InputError, NormalizationError
 from ..mapio import Geometry, Map, average_halves, read_map
 from ..metrics import (HalvesCheck, ModelAgreement, halves_check as check_halves, model_agreement,
                        model_reference, read_structure, share_text)
-from ..masks import shape_mask
+from ..molecule_masks import shape_mask
 from ..models.loaded import Model, takes_halves
 from ..pipeline import EnhanceOptions, enhance
 from ..halves_input import baseline_sharpening

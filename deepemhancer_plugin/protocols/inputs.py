@@ -172,7 +172,7 @@ class HalfMapInput:
     def _maskWarnings(self) -> list[str]:
         """Before a run: a mask covering nearly the whole box hardly masks anything (the engine's rule)."""
         from deepemhancer.mapio import read_map
-        from deepemhancer.masks import full_box_warning
+        from deepemhancer.molecule_masks import full_box_warning
 
         path = self._maskPath()
         warning = full_box_warning(read_map(path).data) if path and os.path.exists(path) else None

@@ -266,7 +266,7 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         """The mask of binary-mask normalisation: the given one, or made from the atomic model on the
         grid of the map ``source`` (the first of a set)."""
         from deepemhancer.mapio import read_map
-        from deepemhancer.masks import model_mask
+        from deepemhancer.molecule_masks import model_mask
 
         if settings["mask"]:
             return read_map(settings["mask"])

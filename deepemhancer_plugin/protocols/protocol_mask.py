@@ -100,7 +100,7 @@ class ProtDeepEMhancerMask(ProtCreateMask3D):
         return {}
 
     def mapMaskStep(self, mapFile, sampling, settings):
-        from deepemhancer.masks import map_mask
+        from deepemhancer.molecule_masks import map_mask
 
         source = read_volume_file(mapFile, sampling)
         made = map_mask(source.data, voxel_size=source.isotropic_voxel_size, **settings)
@@ -110,7 +110,7 @@ class ProtDeepEMhancerMask(ProtCreateMask3D):
         return self._writeMask(source.with_data(made.mask))
 
     def modelMaskStep(self, structureFile, likeFile, sampling, shifts, settings):
-        from deepemhancer.masks import model_mask
+        from deepemhancer.molecule_masks import model_mask
 
         # Atoms are placed where Scipion (and its ChimeraX views) show the map: at Scipion's origin.
         like = placed_as_in_scipion(read_volume_file(likeFile, sampling), shifts)
@@ -190,7 +190,7 @@ class ProtDeepEMhancerMask(ProtCreateMask3D):
         return rule + lowpass
 
     def _summary(self):
-        from deepemhancer.masks import NEAR_FULL_BOX
+        from deepemhancer.molecule_masks import NEAR_FULL_BOX
 
         summary = [f"Mask: {self._rule()}; dilation {self.dilation.get():g} Å, soft edge {self.softEdge.get():g} Å"]
         result = self.getResult()

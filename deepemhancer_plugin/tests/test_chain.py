@@ -100,7 +100,7 @@ class TestDeepEMhancerChain(PluginTest):
         self.assertTrue(np.all(soft[data == 1] == 1) and 0 < soft[(soft > 0) & (soft < 1)].size)
 
     def test_automatic_mask_is_the_connected_molecule_and_its_threshold_is_shown(self):
-        from deepemhancer.masks import coverage
+        from deepemhancer.molecule_masks import coverage
 
         from deepemhancer_plugin.wizards import automatic_threshold_of
 
@@ -141,7 +141,7 @@ class TestDeepEMhancerChain(PluginTest):
 
     # --------------------------- enhancement --------------------------------------------
     def test_an_atomic_model_makes_the_binary_mask(self):
-        from deepemhancer.masks import model_mask
+        from deepemhancer.molecule_masks import model_mask
         from deepemhancer.pipeline import EnhanceOptions, enhance
 
         from deepemhancer_plugin.convert import placed_as_in_scipion, read_volume_file

@@ -166,7 +166,7 @@ def enclosed_volume(chain: Chain, requested: float) -> tuple[float, str]:
 
 def contour_level(path: str, sampling: float, enclosed_A3: float) -> float:
     """The density level whose contour encloses ``enclosed_A3`` Å³ of a map (the engine's rule)."""
-    from deepemhancer.masks import level_enclosing
+    from deepemhancer.molecule_masks import level_enclosing
 
     return level_enclosing(read_volume_file(path, sampling).data, enclosed_A3, sampling)
 

@@ -1,11 +1,12 @@
-"""Masks on a map's grid: from the map itself (as RELION's and cryoSPARC's auto-masks make them:
-low-pass, threshold, keep the connected molecule, dilate, soften), and the model mask of the
-paper's training targets. Each can be dilated and given a raised-cosine soft edge.
+"""Making masks of the molecule on a map's grid: from the map itself (as RELION's and cryoSPARC's
+auto-masks make them: low-pass, threshold, keep the connected molecule, dilate, soften), and the
+model mask of the paper's training targets. Each can be dilated and given a raised-cosine soft edge.
 
 Masks are float32 arrays of values in [0, 1] with the source array's shape; wrap one with
-``like.with_data(mask)`` to write it with the map's geometry. (This module makes masks of the
-molecule; ``metrics.masks`` checks a mask given to a measurement and softens one in voxels; the
-plugin's ``protocol_mask`` is the Scipion protocol that calls this module.)
+``like.with_data(mask)`` to write it with the map's geometry. (This module makes masks;
+``metrics.mask_check`` checks a mask given to a measurement or to ``enhance``;
+``metrics.soft_edge`` softens one in voxels; the plugin's ``protocol_mask`` is the Scipion
+protocol that calls this module.)
 """
 from __future__ import annotations
 

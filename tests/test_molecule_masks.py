@@ -8,7 +8,7 @@ from deepemhancer.errors import InputError
 from deepemhancer.mapio import Geometry, Map, read_map, voxel_centre_xyz
 from scipy import ndimage
 
-from deepemhancer.masks import (automatic_threshold, coverage, full_box_warning, map_mask, model_mask, molecule_mask,
+from deepemhancer.molecule_masks import (automatic_threshold, coverage, full_box_warning, map_mask, model_mask, molecule_mask,
                                 shape_mask)
 
 
@@ -152,7 +152,7 @@ def test_model_mask_percentile_must_be_a_percentage(tmp_path, percentile):
 
 
 def test_level_enclosing_encloses_the_requested_volume():
-    from deepemhancer.masks import level_enclosing
+    from deepemhancer.molecule_masks import level_enclosing
 
     volume = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
     level = level_enclosing(volume, enclosed_volume_A3=250 * 8.0, voxel_size=2.0)
