@@ -177,12 +177,12 @@ def one_batch_mib(width: float, gpu_ids: str, precision: str, batch_size: int | 
 
     from deepemhancer.devices import resolve_devices
     from deepemhancer.nn import UNet
-    from deepemhancer.predict import _run_batch, auto_batch_size
+    from deepemhancer.predict import _run_batch, batch_size_for
 
     torch.manual_seed(0)
     device = resolve_devices(gpu_ids)[0]
     network = UNet(width=width).to(device).eval()
-    size = batch_size or auto_batch_size(network, 64, device, precision)
+    size = batch_size_for(network, 64, device, precision, batch_size)
     gc.collect()
     held = _status_mib("VmRSS")
     if not _reset_peak():

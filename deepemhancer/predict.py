@@ -9,13 +9,15 @@ import queue
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .devices import autocast_dtype, available_memory_bytes, is_out_of_memory, release_cached_memory
+from .devices import (KEEP_FREED_BYTES, autocast_dtype, available_memory_bytes, is_out_of_memory,
+                      release_cached_memory)
 from .errors import DeepEMhancerError
 from .tiling import CubePredictor, Origin, cut_cubes
 
@@ -23,6 +25,9 @@ log = logging.getLogger("deepemhancer")
 
 MAX_BATCH = {"cuda": 64, "mps": 16, "cpu": 8}
 MEMORY_SHARE = 0.6  # of free memory one device's batch may take, leaving room for fragmentation
+# Room beside the largest layer output, measured with the official-size network on 64³ cubes (128 MiB
+# per cube): 3 cubes per pass still faulted 97,000 pages in, 2 cubes 29,000 (1 cube: 17,000)
+ALLOCATION_SLACK = 2.0
 LOG_EVERY_S = 30.0  # without a terminal (a log file, Scipion's run log): one progress line at most this often
 
 
@@ -93,12 +98,19 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def activation_bytes_per_cube(network: torch.nn.Module, cube: int, device: torch.device, precision: str) -> int:
-    """Memory one cube needs in a forward pass.
+@dataclass(frozen=True)
+class ActivationSize:
+    """Memory of one cube's forward pass: ``total`` (the measured peak on CUDA; elsewhere the sum of
+    every layer's output, an upper bound on what is alive at once) and ``largest`` (the largest
+    single layer output; the total where it is measured)."""
 
-    On CUDA it is measured (peak allocation of a one-cube pass); elsewhere it is the sum of every
-    layer's output size, an upper bound on what is alive at once.
-    """
+    total: int
+    largest: int
+
+
+def activation_size_per_cube(network: torch.nn.Module, cube: int, device: torch.device,
+                             precision: str) -> ActivationSize:
+    """What one cube needs in a forward pass (one probe pass of a zero cube)."""
     probe = torch.zeros((1, getattr(network, "in_channels", 1), cube, cube, cube), device=device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -107,13 +119,13 @@ def activation_bytes_per_cube(network: torch.nn.Module, cube: int, device: torch
         with torch.inference_mode(), _autocast(device, precision):
             network(probe)
         torch.cuda.synchronize(device)
-        return max(int(torch.cuda.max_memory_allocated(device) - before), 1)
-    total = 0
+        peak = max(int(torch.cuda.max_memory_allocated(device) - before), 1)
+        return ActivationSize(peak, peak)
+    outputs: list[int] = []
 
     def count(_module, _inputs, output):
-        nonlocal total
         if isinstance(output, torch.Tensor):
-            total += output.numel() * output.element_size()
+            outputs.append(output.numel() * output.element_size())
 
     leaves = [m for m in network.modules() if not list(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
@@ -123,15 +135,35 @@ def activation_bytes_per_cube(network: torch.nn.Module, cube: int, device: torch
     finally:
         for handle in handles:
             handle.remove()
-    return max(total, 1)
+    return ActivationSize(max(sum(outputs), 1), max(outputs, default=1))
 
 
-def auto_batch_size(network: torch.nn.Module, cube: int, device: torch.device, precision: str) -> int:
-    """The largest batch that fits in a share of the device's free memory (at least 1)."""
-    per_cube = activation_bytes_per_cube(network, cube, device, precision)
-    fits = int(MEMORY_SHARE * available_memory_bytes(device) // per_cube)
-    batch = max(1, min(fits, MAX_BATCH.get(device.type, 8)))
-    log.info("batch size %d on %s (about %.0f MiB per cube)", batch, device, per_cube / 2**20)
+def batch_size_for(network: torch.nn.Module, cube: int, device: torch.device, precision: str,
+                   requested: int | None = None) -> int:
+    """Cubes per forward pass on ``device``: ``requested``, or None for the largest batch that fits in
+    a share of the device's free memory (at least 1, at most ``MAX_BATCH``).
+
+    On a CPU, never more cubes than keep each layer's output below ``devices.KEEP_FREED_BYTES``:
+    glibc hands larger blocks back to the system when they are freed, and faulting them in again
+    for every batch cost the official-size network a third of its CPU time at batch 8
+    (docs/performance.md). A cube's result does not depend on the batch it ran in.
+    """
+    if requested is not None and device.type != "cpu":
+        return requested
+    size = activation_size_per_cube(network, cube, device, precision)
+    if requested is not None:
+        batch = requested
+    else:
+        fits = int(MEMORY_SHARE * available_memory_bytes(device) // size.total)
+        batch = max(1, min(fits, MAX_BATCH.get(device.type, 8)))
+    if device.type == "cpu":
+        reusable = max(1, int(KEEP_FREED_BYTES // (ALLOCATION_SLACK * size.largest)))
+        if reusable < batch:
+            log.info("batch size %d on the CPU instead of %d: larger batches' layer outputs (%.0f MiB per cube) "
+                     "would be handed back to the system and faulted in again for every batch",
+                     reusable, batch, size.largest / 2**20)
+            batch = reusable
+    log.info("batch size %d on %s (about %.0f MiB per cube)", batch, device, size.total / 2**20)
     return batch
 
 
@@ -146,6 +178,11 @@ def _run_batch(network: torch.nn.Module, cubes: np.ndarray, device: torch.device
     with torch.inference_mode(), _autocast(device, precision):
         prediction = network(batch)
     return prediction.float().squeeze(1).cpu().numpy()
+
+
+def _single_cube_error(device: torch.device) -> DeepEMhancerError:
+    return DeepEMhancerError(f"{device} ran out of memory with a single cube; free memory on it, or run on "
+                             "another GPU or on the CPU")
 
 
 def _worker(network, device, precision, batch_size, volume, cube, work, add, lock, progress, errors):
@@ -167,9 +204,7 @@ def _worker(network, device, precision, batch_size, volume, cube, work, add, loc
                 return
             release_cached_memory(device)
             if batch_size == 1:
-                errors.append(DeepEMhancerError(
-                    f"{device} ran out of memory with a single cube; free the device, use another GPU "
-                    "with -g, or the CPU with -g -1"))
+                errors.append(_single_cube_error(device))
                 return
             batch_size //= 2
             log.warning("%s ran out of memory; retrying with batch size %d", device, batch_size)
@@ -204,7 +239,12 @@ def network_predictor(network: torch.nn.Module, devices: Sequence[torch.device],
             network.train(training)
 
     def _run_all(replicas, devices, volume, origins, add, report) -> None:
-        sizes = [batch_size or auto_batch_size(r, cube, d, precision) for r, d in zip(replicas, devices)]
+        try:
+            sizes = [batch_size_for(r, cube, d, precision, batch_size) for r, d in zip(replicas, devices)]
+        except Exception as error:  # noqa: BLE001 - out-of-memory is recognised by content
+            if is_out_of_memory(error):
+                raise _single_cube_error(devices[0]) from error
+            raise
         work: queue.Queue = queue.Queue()
         group = max(sizes)
         for start in range(0, len(origins), group):

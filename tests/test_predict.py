@@ -52,7 +52,8 @@ def test_out_of_memory_halves_the_batch_and_finishes(volume):
     network = OutOfMemoryAbove(limit=2)
     result = run(network, volume, [torch.device("cpu")], batch_size=8)
     np.testing.assert_allclose(result, 2 * volume + 1, rtol=1e-6, atol=1e-6)
-    assert network.sizes[0] == 8 and max(network.sizes[network.sizes.index(2):]) == 2
+    # after the one-cube probe (batches on a CPU are bounded by the layers' sizes): 8, then halved
+    assert network.sizes[:2] == [1, 8] and max(network.sizes[network.sizes.index(2):]) == 2
 
 
 def test_out_of_memory_with_one_cube_is_a_clear_error(volume):
@@ -76,8 +77,28 @@ def test_two_devices_share_cubes_with_uneven_counts(volume):
 
 
 def test_automatic_batch_size_is_positive_and_bounded():
-    size = predict.auto_batch_size(Scale(), 8, torch.device("cpu"), "fp32")
+    size = predict.batch_size_for(Scale(), 8, torch.device("cpu"), "fp32")
     assert 1 <= size <= predict.MAX_BATCH["cpu"]
+
+
+def test_cpu_batches_keep_every_layer_output_below_the_reused_size(monkeypatch, volume):
+    # one 8³ cube's largest layer output: 8³ float32 values = 2 KiB; with 9 KiB kept and twice the
+    # output's room per cube, 2 cubes per pass
+    monkeypatch.setattr(predict, "KEEP_FREED_BYTES", 9 * 1024)
+    cpu = torch.device("cpu")
+    assert predict.activation_size_per_cube(Scale(), 8, cpu, "fp32").largest == 8 ** 3 * 4
+    assert predict.batch_size_for(Scale(), 8, cpu, "fp32", requested=8) == 2
+    assert predict.batch_size_for(Scale(), 8, cpu, "fp32", requested=1) == 1
+    seen: list[int] = []
+
+    class Counting(Scale):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return super().forward(x)
+
+    result = run(Counting(), volume, [cpu], batch_size=8)
+    assert max(seen[1:]) == 2  # after the one-cube probe, passes of at most 2 cubes
+    np.testing.assert_allclose(result, 2 * volume + 1, rtol=1e-6, atol=1e-6)
 
 
 def test_bf16_autocast_runs_and_is_close(volume):
