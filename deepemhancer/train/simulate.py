@@ -9,7 +9,11 @@ One structure becomes, on a 1 Å grid around it (``simulate``):
 - half maps: signal plus independent coloured noise, scaled so that the half-map FSC reaches 0.143
   at a resolution drawn from 2.5-6 Å;
 - local resolution: the global resolution scaled by sqrt(B_atom / B_median) (at fixed SNR a shell's
-  signal falls as exp(-B s^2 / 2)), smoothed over the grid;
+  signal falls as exp(-B s^2 / 2)), smoothed over the grid. The global resolution is the drawn one
+  (``target_resolution = "drawn"``) or what the halves share inside the molecule ("masked-fsc": their
+  FSC in the half-map models' automatic mask, ``halves_input.fsc_mask``). The drawn resolution
+  holds over the whole box; a small molecule in a large box shares detail well beyond it, and a
+  target limited to the drawn resolution teaches the network to discard that detail;
 - optionally (``phase_randomised_probability``) both halves get independent random phases beyond a
   resolution d_r coarser than the drawn one, and the local resolution is limited to d_r;
 - target (Supplementary Note 6): the model's density at a low, uniform B times a binary mask of the
@@ -30,12 +34,15 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..errors import InputError
-from ..metrics import (HALF_MAP_FSC_THRESHOLD, radial_frequency_grid, randomisation_start, randomise_phases,
-                       read_structure)
+from ..halves_input import fsc_mask
+from ..mapio import Geometry, Map
+from ..metrics import (HALF_MAP_FSC_THRESHOLD, half_map_fsc, radial_frequency_grid, randomisation_start,
+                       randomise_phases, read_structure)
 
 # FSC = SNR / (1 + SNR) for two halves
 SNR_AT_THRESHOLD = HALF_MAP_FSC_THRESHOLD / (1.0 - HALF_MAP_FSC_THRESHOLD)
 VOXEL = 1.0  # Å: the models' grid
+TARGET_RESOLUTIONS = ("drawn", "masked-fsc")
 LADDER = np.array([2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.5, 10.0, 12.0, 15.0])  # Å, local low-pass steps
 
 
@@ -62,6 +69,7 @@ class SimulationSettings:
     # with the target limited to d_r: teaches the network not to make detail the data do not carry.
     phase_randomised_probability: float = 0.0
     phase_randomised_factor_range: tuple[float, float] = (1.0, 2.5)  # d_r / drawn resolution
+    target_resolution: str = "drawn"  # or "masked-fsc": the halves' FSC inside the molecule (module docstring)
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,7 +79,8 @@ class SimulatedMap:
     half1, half2: the noisy half maps; input: their average, normalised as at inference;
     target: the masked, locally low-passed sharp map (tight or wide mask as asked); mask: that mask;
     envelope: voxels near atoms (where cubes are sampled); local_resolution: Å per voxel;
-    resolution: the half-map FSC = 0.143 resolution drawn; noise_mean, noise_std: solvent statistics;
+    resolution: the half-map FSC = 0.143 resolution drawn; target_resolution: the global resolution the
+    local resolution scales (the drawn one or the masked FSC's, as the settings say); noise_mean, noise_std: solvent statistics;
     phases_randomised_beyond: d_r in Å when the halves' phases were randomised beyond it, else None;
     extra_halves: further half maps with independent noise (``simulate``'s ``extra_pairs``).
     """
@@ -84,6 +93,7 @@ class SimulatedMap:
     envelope: np.ndarray
     local_resolution: np.ndarray
     resolution: float
+    target_resolution: float
     origin: np.ndarray
     noise_mean: float
     noise_std: float
@@ -281,6 +291,14 @@ def micelle_belt(envelope: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return ndimage.gaussian_filter(belt.astype(np.float32), 2.0) * lumps
 
 
+def shared_resolution(half1: np.ndarray, half2: np.ndarray) -> float:
+    """The halves' FSC = 0.143 resolution inside the half-map models' automatic mask (Å), as their
+    baseline sharpening measures it."""
+    geometry = Geometry.for_grid(half1.shape, VOXEL)
+    mask = fsc_mask(Map(half1, geometry), Map(half2, geometry))
+    return float(half_map_fsc(half1, half2, VOXEL, mask).resolution)
+
+
 def target_mask(model_density: np.ndarray, percentile: float, dilation: float) -> np.ndarray:
     """Binary mask: the model map above its ``percentile``-th percentile over the box, dilated by
     ``dilation`` Å (0: the tight mask)."""
@@ -300,6 +318,9 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
     half-map models."""
     if target not in ("tight", "wide"):
         raise InputError(f"target must be 'tight' or 'wide', not {target!r}")
+    if settings.target_resolution not in TARGET_RESOLUTIONS:
+        raise InputError(f"target_resolution must be one of {', '.join(TARGET_RESOLUTIONS)}, "
+                         f"not {settings.target_resolution!r}")
     structure = read_structure(structure_path)
     structure.setup_entities()
     positions, residues, is_ca = atom_arrays(structure)
@@ -328,12 +349,14 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
     half1 = signal + scale * coloured_noise(signal.shape, noise_b, rng)
     half2 = signal + scale * coloured_noise(signal.shape, noise_b, rng)
 
-    local = local_resolution_map(positions_zyx, b_factors, side, resolution, settings.max_local_resolution_factor)
     randomised_beyond = None
     if rng.random() < settings.phase_randomised_probability:
         randomised_beyond = float(rng.uniform(*settings.phase_randomised_factor_range) * resolution)
         start = randomisation_start(signal.shape, VOXEL, randomised_beyond)
         half1, half2 = (randomise_phases(h, VOXEL, start, rng) for h in (half1, half2))
+    supported = resolution if settings.target_resolution == "drawn" else shared_resolution(half1, half2)
+    local = local_resolution_map(positions_zyx, b_factors, side, supported, settings.max_local_resolution_factor)
+    if randomised_beyond is not None:
         local = np.maximum(local, np.float32(randomised_beyond))
     mask = target_mask(lowpass(sharp, resolution), settings.mask_percentile,
                        0.0 if target == "tight" else settings.wide_dilation)
@@ -351,6 +374,7 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
     normalised = (average - noise_mean) / (10.0 * noise_std)  # normalization.normalize_with_noise
     return SimulatedMap(half1=half1.astype(np.float32), half2=half2.astype(np.float32),
                         input=normalised.astype(np.float32), target=goal.astype(np.float32), mask=mask,
-                        envelope=envelope, local_resolution=local, resolution=resolution, origin=origin,
+                        envelope=envelope, local_resolution=local, resolution=resolution, target_resolution=supported,
+                        origin=origin,
                         noise_mean=noise_mean, noise_std=noise_std, phases_randomised_beyond=randomised_beyond,
                         extra_halves=tuple(h.astype(np.float32) for h in extra))
