@@ -183,6 +183,16 @@ def test_config_file_and_overrides(tmp_path):
         make_config(None, ["cube=24"])
 
 
+def test_one_simulation_setting_is_overridden_and_the_file_keeps_the_others(tmp_path):
+    (tmp_path / "c.toml").write_text('[simulation]\nresolution_range = [2.5, 8.0]\nmargin = 9.0\n')
+    config = make_config(tmp_path / "c.toml", ["simulation.target_resolution=masked-fsc",
+                                               "simulation.resolution_range=[3, 5]"])
+    settings = config.settings()
+    assert (settings.target_resolution, settings.resolution_range, settings.margin) == ("masked-fsc", (3, 5), 9.0)
+    with pytest.raises(InputError, match="unknown simulation setting"):
+        make_config(None, ["simulation.target_resolutions=drawn"])
+
+
 def _tiny_config(tmp_path: Path, steps: int) -> TrainConfig:
     folder = tmp_path / "structures"
     folder.mkdir(exist_ok=True)

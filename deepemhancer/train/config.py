@@ -121,6 +121,8 @@ def _parse_value(key: str, text: str, current: Any) -> Any:
             return text.lower() in ("true", "1")
         if isinstance(current, (list, dict)):
             return json.loads(text)
+        if isinstance(current, tuple):
+            return tuple(json.loads(text))
         return type(current)(text)
     except (ValueError, json.JSONDecodeError):
         raise InputError(f"--set {key}={text}: expected a value like {current!r}") from None
@@ -137,6 +139,14 @@ def make_config(file: str | Path | None = None, overrides: Sequence[str] = ()) -
         values.update(given)
     for item in overrides:
         key, sep, text = item.partition("=")
+        section, dot, setting = key.partition(".")
+        if sep and dot and section == "simulation":  # one simulation setting, e.g. simulation.micelle_probability=0.5
+            known = {f.name: f.default for f in dataclasses.fields(SimulationSettings)}
+            if setting not in known:
+                raise InputError(f"--set {item!r}: unknown simulation setting; known: {', '.join(sorted(known))}")
+            current = values["simulation"].get(setting, known[setting])
+            values["simulation"] = {**values["simulation"], setting: _parse_value(key, text, current)}
+            continue
         if not sep or key not in values:
             raise InputError(f"--set {item!r}: give KEY=VALUE with a known key ({', '.join(sorted(values))})")
         values[key] = _parse_value(key, text, values[key])
