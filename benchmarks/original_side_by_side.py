@@ -86,7 +86,6 @@ STRIDE = 16
 STANDIN_CHANNELS = (16, 32, 64, 128, 256)
 STANDIN_GROUPS = 8
 STANDIN_SEED = 2021
-KERAS_VERSION = "2.2.4"
 
 # ------------------------------------------------------------------------------------------------
 # The stand-in weight file, in the official layout
@@ -296,33 +295,17 @@ def write_standin_hd5(path: Path, channels: Sequence[int] = STANDIN_CHANNELS, gr
                       seed: int = STANDIN_SEED, cube: int = CUBE, stride: int = STRIDE) -> int:
     """Write the stand-in model in the official layout (as Keras 2.2 with h5py 2 wrote it); return
     its parameter count."""
-    import h5py
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))
+    from official_hd5 import write_keras_file  # the official layout's one writer (the tests' helper)
 
     model_config = standin_model_config(channels, groups, cube)
     weights = standin_weights(model_config, seed)
-    text = h5py.string_dtype(encoding="utf-8")
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    with h5py.File(partial, "w") as f:
-        f.attrs["keras_version"] = np.bytes_(KERAS_VERSION)
-        f.attrs["backend"] = np.bytes_("tensorflow")
-        f.attrs["model_config"] = np.bytes_(json.dumps(model_config))
-        group = f.create_group("model_weights")
-        layers = model_config["config"]["layers"]
-        group.attrs["layer_names"] = np.array([layer["name"] for layer in layers], dtype="S")
-        group.attrs["backend"] = np.bytes_("tensorflow")
-        group.attrs["keras_version"] = np.bytes_(KERAS_VERSION)
-        for layer in layers:
-            layer_group = group.create_group(layer["name"])
-            names = [f"{layer['name']}/{n}:0" for n, _ in weights[layer["name"]]]
-            # Keras stores an empty float array for layers without weights.
-            layer_group.attrs["weight_names"] = np.array(names, dtype="S") if names else np.zeros(0)
-            for full_name, (_, value) in zip(names, weights[layer["name"]]):
-                layer_group.create_dataset(full_name, data=value)
-        f.create_dataset("code/custom_objects", data=[CUSTOM_OBJECTS_CODE], dtype=text)
-        f.create_dataset("code/normFun", data=[NORM_FUN_CODE], dtype=text)
-        f.create_dataset("configParams/NNET_INPUT_SIZE", data=np.array([cube], dtype=np.int64))
-        f.create_dataset("configParams/NNET_INPUT_STRIDE", data=np.array([stride], dtype=np.int64))
+    write_keras_file(partial, model_config,
+                     {layer: [(f"{layer}/{n}:0", value) for n, value in pairs] for layer, pairs in weights.items()},
+                     custom_objects=CUSTOM_OBJECTS_CODE, norm_source=NORM_FUN_CODE, config_params=(cube, stride))
     partial.replace(path)
     return count_parameters(weights)
 

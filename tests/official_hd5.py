@@ -1,6 +1,7 @@
 """Write tiny weight files in the official DeepEMhancer layout (Keras 2.2 HDF5 + DeepEMhancer extras).
 
-Test helper only: the graph is a small U-Net-like network that uses every layer type of the
+A helper of the tests and of the side-by-side benchmark (``write_keras_file``, the layout itself):
+the graph is a small U-Net-like network that uses every layer type of the
 official models (Conv3D stride 1 and 2, Conv3DTranspose stride 2, GroupNormalization, PReLU
 with shared_axes [1, 2, 3], Concatenate) including the detour up to twice the cube size and back
 down that the official layers 23/24 make. The embedded code strings are text only; nothing may
@@ -165,19 +166,11 @@ def _weight_names(layer: dict) -> list[str]:
     return [f"{layer['name']}/{n}:0" for n in names]
 
 
-def write_official_hd5(path: Path, *, widths: tuple[int, int] = (2, 4), groups: int = 2, seed: int = 0,
-                       norm_function: str = "inputNormalization_3", cube: int = 16,
-                       norm_source: str | None = None, config_params: bool = True) -> dict:
-    """Write a tiny official-layout `.hd5`; return what was written.
-
-    `norm_source` replaces the `code/normFun` text (for example code with a visible side effect,
-    to prove it is never executed); `config_params=False` leaves out `configParams/`.
-    Returns {"path", "model_config", "weights", "norm_function", "cube", "norm_source"}.
-    """
-    path = Path(path)
-    model_config = tiny_model_config(widths, groups, cube)
-    weights = tiny_weights(model_config, seed)
-    source = norm_code(norm_function) if norm_source is None else norm_source
+def write_keras_file(path: Path, model_config: dict, layer_weights: dict[str, list[tuple[str, np.ndarray]]], *,
+                     custom_objects: str, norm_source: str, config_params: tuple[int, int] | None) -> None:
+    """Write ``model_config`` and the weights (per layer name, (full weight name, value) pairs) in the
+    official layout: Keras 2.2's HDF5 as h5py 2 wrote it, plus DeepEMhancer's ``code/custom_objects``,
+    ``code/normFun`` and, unless None, ``configParams`` (cube size, stride)."""
     text = h5py.string_dtype(encoding="utf-8")
     with h5py.File(path, "w") as f:
         # Fixed-length byte strings, as Keras 2.2 with h5py 2 wrote them: they read back as bytes.
@@ -191,15 +184,34 @@ def write_official_hd5(path: Path, *, widths: tuple[int, int] = (2, 4), groups: 
         group.attrs["keras_version"] = np.bytes_(KERAS_VERSION)
         for layer in layers:
             layer_group = group.create_group(layer["name"])
-            names = _weight_names(layer)
+            pairs = layer_weights[layer["name"]]
             # Keras stores an empty float array for layers without weights.
-            layer_group.attrs["weight_names"] = np.array(names, dtype="S") if names else np.zeros(0)
-            for name, value in zip(names, weights[layer["name"]]):
+            layer_group.attrs["weight_names"] = np.array([n for n, _ in pairs], dtype="S") if pairs else np.zeros(0)
+            for name, value in pairs:
                 layer_group.create_dataset(name, data=value)
-        f.create_dataset("code/custom_objects", data=[CUSTOM_OBJECTS_CODE], dtype=text)
-        f.create_dataset("code/normFun", data=[source], dtype=text)
-        if config_params:
-            f.create_dataset("configParams/NNET_INPUT_SIZE", data=np.array([cube], dtype=np.int64))
-            f.create_dataset("configParams/NNET_INPUT_STRIDE", data=np.array([cube // 4], dtype=np.int64))
+        f.create_dataset("code/custom_objects", data=[custom_objects], dtype=text)
+        f.create_dataset("code/normFun", data=[norm_source], dtype=text)
+        if config_params is not None:
+            f.create_dataset("configParams/NNET_INPUT_SIZE", data=np.array([config_params[0]], dtype=np.int64))
+            f.create_dataset("configParams/NNET_INPUT_STRIDE", data=np.array([config_params[1]], dtype=np.int64))
+
+
+def write_official_hd5(path: Path, *, widths: tuple[int, int] = (2, 4), groups: int = 2, seed: int = 0,
+                       norm_function: str = "inputNormalization_3", cube: int = 16,
+                       norm_source: str | None = None, config_params: bool = True) -> dict:
+    """Write a tiny official-layout `.hd5`; return what was written.
+
+    `norm_source` replaces the `code/normFun` text (for example code with a visible side effect,
+    to prove it is never executed); `config_params=False` leaves out `configParams/`.
+    Returns {"path", "model_config", "weights", "norm_function", "cube", "norm_source"}.
+    """
+    path = Path(path)
+    model_config = tiny_model_config(widths, groups, cube)
+    weights = tiny_weights(model_config, seed)
+    source = norm_code(norm_function) if norm_source is None else norm_source
+    layer_weights = {layer["name"]: list(zip(_weight_names(layer), weights[layer["name"]]))
+                     for layer in model_config["config"]["layers"]}
+    write_keras_file(path, model_config, layer_weights, custom_objects=CUSTOM_OBJECTS_CODE, norm_source=source,
+                     config_params=(cube, cube // 4) if config_params else None)
     return {"path": path, "model_config": model_config, "weights": weights,
             "norm_function": norm_function, "cube": cube, "norm_source": source}
