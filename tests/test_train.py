@@ -191,6 +191,8 @@ def test_one_simulation_setting_is_overridden_and_the_file_keeps_the_others(tmp_
     assert (settings.target_resolution, settings.resolution_range, settings.margin) == ("masked-fsc", (3, 5), 9.0)
     with pytest.raises(InputError, match="unknown simulation setting"):
         make_config(None, ["simulation.target_resolutions=drawn"])
+    with pytest.raises(InputError, match="expected a value like"):
+        make_config(None, ["simulation.resolution_range=5"])
 
 
 def _tiny_config(tmp_path: Path, steps: int) -> TrainConfig:

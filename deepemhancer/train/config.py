@@ -124,7 +124,7 @@ def _parse_value(key: str, text: str, current: Any) -> Any:
         if isinstance(current, tuple):
             return tuple(json.loads(text))
         return type(current)(text)
-    except (ValueError, json.JSONDecodeError):
+    except (ValueError, TypeError, json.JSONDecodeError):
         raise InputError(f"--set {key}={text}: expected a value like {current!r}") from None
 
 

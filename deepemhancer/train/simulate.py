@@ -80,7 +80,8 @@ class SimulatedMap:
     target: the masked, locally low-passed sharp map (tight or wide mask as asked); mask: that mask;
     envelope: voxels near atoms (where cubes are sampled); local_resolution: Å per voxel;
     resolution: the half-map FSC = 0.143 resolution drawn; target_resolution: the global resolution the
-    local resolution scales (the drawn one or the masked FSC's, as the settings say); noise_mean, noise_std: solvent statistics;
+    local resolution scales (the drawn one or the masked FSC's, as the settings say);
+    noise_mean, noise_std: solvent statistics;
     phases_randomised_beyond: d_r in Å when the halves' phases were randomised beyond it, else None;
     extra_halves: further half maps with independent noise (``simulate``'s ``extra_pairs``).
     """
@@ -374,7 +375,7 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
     normalised = (average - noise_mean) / (10.0 * noise_std)  # normalization.normalize_with_noise
     return SimulatedMap(half1=half1.astype(np.float32), half2=half2.astype(np.float32),
                         input=normalised.astype(np.float32), target=goal.astype(np.float32), mask=mask,
-                        envelope=envelope, local_resolution=local, resolution=resolution, target_resolution=supported,
-                        origin=origin,
+                        envelope=envelope, local_resolution=local, resolution=resolution,
+                        target_resolution=supported, origin=origin,
                         noise_mean=noise_mean, noise_std=noise_std, phases_randomised_beyond=randomised_beyond,
                         extra_halves=tuple(h.astype(np.float32) for h in extra))
