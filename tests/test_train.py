@@ -106,6 +106,25 @@ def test_masked_fsc_target_keeps_the_detail_the_halves_share_inside_the_molecule
         simulate.simulate(path, np.random.default_rng(4), simulate.SimulationSettings(target_resolution="nominal"))
 
 
+def test_an_empty_box_shares_only_a_coarse_background_and_asks_for_nothing(tmp_path):
+    path = write_structure(tmp_path / "AAAA_target.pdb", 2)
+    settings = simulate.SimulationSettings(empty_probability=1.0, empty_resolution_range=(12.0, 12.0))
+    sim = simulate.simulate(path, np.random.default_rng(4), settings, extra_pairs=1)
+    plain = simulate.simulate(path, np.random.default_rng(4))
+    assert sim.half1.shape == plain.half1.shape and np.array_equal(sim.origin, plain.origin)  # the structure's box
+    assert not sim.target.any() and not sim.mask.any() and not sim.envelope.any()
+    assert sim.resolution == sim.target_resolution == 12.0 and len(sim.extra_halves) == 2
+    # the halves' FSC (numpy reference) crosses 0.143 near 12 Å and they share nothing finer
+    frequency, correlation = numpy_fsc(sim.half1, sim.half2)
+    k = int(np.argmin(np.abs(frequency - 1.0 / 12.0)))
+    assert correlation[k - 2] > 0.143 > correlation[k + 2]
+    assert np.abs(correlation[frequency > 0.25]).max() < 0.1
+    assert abs(float(np.median(sim.input))) < 0.05  # normalised by the whole box's noise
+    # the half-map model's input is made as for any map, and the target stays empty at its scale
+    channels, target = dataset.training_pair(sim, "sharpened-halves")
+    assert channels.shape == (2, *sim.half1.shape) and not target.any()
+
+
 def test_phase_randomised_halves_share_nothing_beyond_their_limit_and_the_target_follows(tmp_path):
     path = write_structure(tmp_path / "AAAA_target.pdb", 5)
     plain = simulate.simulate(path, np.random.default_rng(6), resolution=3.0)

@@ -16,6 +16,10 @@ One structure becomes, on a 1 Å grid around it (``simulate``):
   target limited to the drawn resolution teaches the network to discard that detail;
 - optionally (``phase_randomised_probability``) both halves get independent random phases beyond a
   resolution d_r coarser than the drawn one, and the local resolution is limited to d_r;
+- optionally (``empty_probability``) the box holds no molecule: the halves share only the structured
+  background, at a coarse resolution (``empty_resolution_range``), and the target is empty. Real
+  maps have boxes of solvent and junk, and pure noise whose lowest shells pass the FSC by chance:
+  the network must make nothing of them, at the cube's faces too;
 - target (Supplementary Note 6): the model's density at a low, uniform B times a binary mask of the
   model map above its 95th percentile (tight) or a dilated copy (wide), then low-passed voxel by
   voxel to that local resolution: it never asks for detail the input cannot support.
@@ -70,6 +74,9 @@ class SimulationSettings:
     phase_randomised_probability: float = 0.0
     phase_randomised_factor_range: tuple[float, float] = (1.0, 2.5)  # d_r / drawn resolution
     target_resolution: str = "drawn"  # or "masked-fsc": the halves' FSC inside the molecule (module docstring)
+    # Boxes with no molecule (module docstring): halves sharing a smooth background, the target empty.
+    empty_probability: float = 0.0
+    empty_resolution_range: tuple[float, float] = (10.0, 30.0)  # Å: where such halves' FSC crosses 0.143
 
 
 @dataclass(frozen=True, eq=False)
@@ -329,6 +336,9 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
         resolution = float(rng.uniform(*settings.resolution_range))
     b_factors = spatial_bfactors(positions, residues, is_ca, rng, settings)
     side, origin = box_for(positions, settings.margin)
+    # Drawn only when asked for, so that runs without empty boxes keep their draws.
+    if settings.empty_probability > 0 and rng.random() < settings.empty_probability:
+        return empty_box(side, origin, rng, settings, extra_pairs)
 
     signal = density(structure, b_factors, side, origin)
     sharp = density(structure, np.full(len(b_factors), settings.target_b), side, origin)
@@ -369,8 +379,35 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
     if randomised_beyond is not None:
         extra = [randomise_phases(h, VOXEL, start, rng) for h in extra]
 
+    return simulated_map(half1, half2, goal, mask, envelope, local, resolution, supported, origin,
+                         randomised_beyond, extra)
+
+
+def empty_box(side: int, origin: np.ndarray, rng: np.random.Generator, settings: SimulationSettings,
+              extra_pairs: int = 0) -> SimulatedMap:
+    """A ``side``³ box with no molecule: the halves share a smooth random background (the structured
+    background's kind) whose FSC crosses 0.143 at a resolution drawn from ``empty_resolution_range``;
+    the target, its mask and the envelope are empty."""
+    background = ndimage.gaussian_filter(rng.standard_normal((side,) * 3).astype(np.float32), 4.0)
+    background /= float(background.std()) + 1e-12
+    resolution = float(rng.uniform(*settings.empty_resolution_range))
+    noise_b = rng.uniform(*settings.noise_b_range)
+    scale = noise_scale(background, noise_b, resolution)
+    half1, half2, *extra = (background + scale * coloured_noise(background.shape, noise_b, rng)
+                            for _ in range(2 + 2 * extra_pairs))
+    nothing = np.zeros(background.shape, dtype=bool)
+    return simulated_map(half1, half2, np.zeros(background.shape, np.float32), nothing, nothing,
+                         np.full(background.shape, resolution, np.float32), resolution, resolution, origin, None,
+                         extra)
+
+
+def simulated_map(half1: np.ndarray, half2: np.ndarray, goal: np.ndarray, mask: np.ndarray, envelope: np.ndarray,
+                  local: np.ndarray, resolution: float, supported: float, origin: np.ndarray,
+                  randomised_beyond: float | None, extra: list[np.ndarray]) -> SimulatedMap:
+    """The SimulatedMap of these arrays, with the average normalised as at inference by the noise of
+    the solvent (voxels over 6 Å from the envelope; the whole box when it holds no molecule)."""
     average = 0.5 * (half1 + half2)
-    solvent_voxels = ndimage.distance_transform_edt(~envelope) > 6.0
+    solvent_voxels = ndimage.distance_transform_edt(~envelope) > 6.0 if envelope.any() else ~envelope
     noise_mean, noise_std = float(average[solvent_voxels].mean()), float(average[solvent_voxels].std())
     normalised = (average - noise_mean) / (10.0 * noise_std)  # normalization.normalize_with_noise
     return SimulatedMap(half1=half1.astype(np.float32), half2=half2.astype(np.float32),

@@ -103,9 +103,9 @@ def evaluate_case(name: str, halves: Sequence[Map], structure_path: Path, model:
 def simulated_halves(structure_path: Path, seed: int, settings: SimulationSettings,
                      resolution: float | None = None) -> tuple[Map, Map, Map, Map]:
     """Held-out half maps simulated as for training (seeded by the structure's name, ``seed`` and the
-    resolution), never phase-randomised (that augmentation teaches the network, it is not data to
-    score on): a pair and a second, independent pair of the same signal."""
-    settings = dataclasses.replace(settings, phase_randomised_probability=0.0)
+    resolution), never phase-randomised nor empty (those augmentations teach the network, they are
+    not data to score on): a pair and a second, independent pair of the same signal."""
+    settings = dataclasses.replace(settings, phase_randomised_probability=0.0, empty_probability=0.0)
     name_seed = structure_seed(structure_name(structure_path), seed)
     rng = np.random.default_rng(name_seed if resolution is None else [name_seed, int(round(resolution * 100))])
     sim = simulate(structure_path, rng, settings, resolution=resolution, extra_pairs=1)
