@@ -215,6 +215,24 @@ def test_training_a_residual_half_map_model_and_resuming_without_pickle(tmp_path
         loop.train(config)
 
 
+def test_the_noise_channel_ablation_trains_and_enhances_from_the_sharpened_average_alone(tmp_path, halves):
+    config = _tiny_config(tmp_path, 4)
+    config.inputs, config.residual, config.noise_channel = "sharpened-halves", True, False
+    result = loop.train(config)
+    metadata = json.loads(result.model_json.read_text())
+    assert metadata["normalization"] == NORMALIZATION and metadata["architecture"]["in_channels"] == 1
+    model = load_model(result.model_json)
+    assert model.network.in_channels == 1
+    # enhance gives it channel 0 of the half-map input: with its correction zeroed it is the baseline
+    torch.nn.init.zeros_(model.network.head.weight)
+    torch.nn.init.zeros_(model.network.head.bias)
+    out = enhance(halves, model, EnhanceOptions(gpu_ids="-1", progress=False, skip_solvent=False))
+    assert _cc(out.data, baseline_sharpening(*halves).map.data) > 0.9999
+    config.noise_channel, config.inputs = False, "average"
+    with pytest.raises(InputError, match="noise_channel = false needs inputs"):
+        config.check()
+
+
 def test_a_checkpoint_restores_the_network_and_optimiser(tmp_path):
     torch.manual_seed(0)
     net = UNet(1.0, 2, [4, 8], 3)

@@ -34,6 +34,9 @@ class TrainConfig:
     # "average": the halves' average, noise-normalised (single-map models); "sharpened-halves": the
     # B-factor-sharpened average and the sharpened half difference (halves_input.py)
     inputs: str = "average"
+    # "sharpened-halves" only: false leaves out channel 1 (the half-map noise), the ablation of that
+    # channel (the network then sees the sharpened average alone)
+    noise_channel: bool = True
     out: str = ".train/run"
     # network (the project's U-Net)
     width: float = 0.125
@@ -91,6 +94,9 @@ class TrainConfig:
             raise InputError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.inputs not in INPUTS:
             raise InputError(f"inputs must be one of {', '.join(INPUTS)}, not {self.inputs!r}")
+        if not self.noise_channel and self.inputs != HALVES_NORMALIZATION:
+            raise InputError(f"noise_channel = false needs inputs = {HALVES_NORMALIZATION!r}: only half-map "
+                             "models have a noise channel to leave out")
         if self.target not in ("tight", "wide"):
             raise InputError(f"target must be 'tight' or 'wide', not {self.target!r}")
         if self.steps < 1 or self.batch_size < 1 or self.holdout_every < 2:

@@ -96,9 +96,14 @@ def training_split(config: TrainConfig) -> tuple[list[Path], list[Path], list[Pa
 
 def build_network(config: TrainConfig) -> UNet:
     """The project's U-Net with this config's width, groups, channels and kernel."""
-    in_channels = HALVES_CHANNELS if config.inputs == HALVES_NORMALIZATION else 1
+    in_channels = input_channels(config)
     return UNet(config.width, config.groups, config.channels, config.kernel_size, config.sampling,
                 in_channels=in_channels, residual=config.residual)
+
+
+def input_channels(config: TrainConfig) -> int:
+    """How many input channels the config's network reads: the half-map input's first channel or both."""
+    return HALVES_CHANNELS if config.inputs == HALVES_NORMALIZATION and config.noise_channel else 1
 
 
 def training_device(name: str) -> torch.device:
@@ -239,6 +244,9 @@ def train(config: TrainConfig, resume: bool = True, pool_cache: Path | None = No
                            config.validation_cube, config.validation_cubes, config.on_molecule, config.seed)
                if monitor_paths and config.validation_cubes else None)
     log.info("pool of %d simulated maps ready in %.0f s", len(pool), time.monotonic() - started)
+    if config.inputs == HALVES_NORMALIZATION and not config.noise_channel:  # the same cached maps, channel 0
+        pool = [dataclasses.replace(entry, input=entry.input[:1]) for entry in pool]
+        monitor = None if monitor is None else (monitor[0][:, :1], monitor[1])
 
     stream = CubeStream(pool, config.cube, config.on_molecule, config.seed, start_step=step)
     loader = torch.utils.data.DataLoader(stream, batch_size=config.batch_size, num_workers=config.workers,
