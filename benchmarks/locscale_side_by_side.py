@@ -495,6 +495,42 @@ def markdown(meta: dict, cases: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+LOCSCALE_COLUMNS = (("LocScale, as written (own mask)", "locscale_pseudomodel"),
+                    ("LocScale, map mask", "locscale_pseudomodel_mapmask"),
+                    ("LocScale, map mask + low-pass", "locscale_pseudomodel_mapmask+lowpass"))
+
+
+def against_model(cases: list[dict], report: dict) -> str:
+    """The model card's table: each case's B-factor sharpening and LocScale scores beside a model's from
+    its validation report (``deepemhancer validate``'s JSON, the same cases), and how often the model is
+    better on each score."""
+    model = {c["name"]: c["scores"]["model"] for c in report["cases"]}
+    name = Path(report.get("model", "model")).stem
+    lines = ["| case | halves' FSC0.143 (Å) | B-factor sharpening | "
+             + " | ".join(title for title, _ in LOCSCALE_COLUMNS) + f" | **{name}** |",
+             "|---|---|---|" + "---|" * len(LOCSCALE_COLUMNS) + "---|"]
+
+    def cell(scores: dict | None) -> str:
+        return "failed" if scores is None else f"{scores['fsc05']:.2f} / {scores['cc_mask']:.3f} / {scores['lc7']:.3f}"
+
+    scored = [c for c in cases if c["name"] in model]
+    for c in scored:
+        lines.append(f"| {c['name']} | {c['input_fsc0143']:.2f} | {cell(c['scores']['bfactor'])} | "
+                     + " | ".join(cell(c["scores"].get(arm)) for _, arm in LOCSCALE_COLUMNS)
+                     + f" | {cell(model[c['name']])} |")
+    for title, arm in LOCSCALE_COLUMNS:
+        pairs = [(model[c["name"]], c["scores"][arm]) for c in scored if arm in c["scores"]]
+        wins = {m: sum(better(ours[m], theirs[m], m) for ours, theirs in pairs) for m in ("cc_mask", "lc7", "fsc05")}
+        lines.append(f"- against {title}: {name} better on CC_mask in {wins['cc_mask']}, LC7 in {wins['lc7']}, "
+                     f"FSC0.5 in {wins['fsc05']} of {len(pairs)} maps")
+    return "\n".join(lines) + "\n"
+
+
+def better(ours: float, theirs: float, metric: str) -> bool:
+    """Whether ``ours`` is the better score (FSC0.5 in Å: lower)."""
+    return ours < theirs if metric == "fsc05" else ours > theirs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--locscale-venv", type=Path, default=Path(os.environ.get("LOCSCALE_VENV", "/work/locscale-venv")))
@@ -508,10 +544,17 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "locscale_side_by_side")
     parser.add_argument("--resume", action="store_true", help="keep cases already in OUT.json")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite OUT.md from OUT.json, nothing else")
+    parser.add_argument("--against-report", type=Path, metavar="REPORT_JSON",
+                        help="print the model card's table: OUT.json's cases beside a model's validation report "
+                             "(deepemhancer validate's JSON), nothing else")
     parser.add_argument("--rescore", action="store_true",
                         help="score again the LocScale outputs that OUT.json records (in --work), without running "
                              "LocScale again; runs it only for modes a case lacks")
     args = parser.parse_args()
+    if args.against_report:
+        recorded = json.loads(args.out.with_suffix(".json").read_text())
+        print(against_model(recorded["cases"], json.loads(args.against_report.read_text())), end="")
+        return 0
     if args.markdown_only:
         recorded = json.loads(args.out.with_suffix(".json").read_text())
         args.out.with_suffix(".md").write_text(markdown(recorded["meta"], recorded["cases"]))
