@@ -69,18 +69,20 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models = [load_model(path) for path in args.models]
-    times: dict[str, list[float]] = {m.name: [] for m in models}
+    names = [m.name for m in models]
+    labels = [name if names.count(name) == 1 else path for name, path in zip(names, args.models)]
+    times: list[list[float]] = [[] for _ in models]
     for _ in range(args.repeats):  # alternate, so that a busy moment hits every model alike
-        for model in models:
-            times[model.name] += forward_seconds(model, 1)
+        for model, spent in zip(models, times):
+            spent += forward_seconds(model, 1)
     print(f"machine: {machine_description('-1')}")
-    first = statistics.median(times[models[0].name])
-    print(f"| model | parameters | median s per 64³ cube | ratio to {models[0].name} |")
+    first = statistics.median(times[0])
+    print(f"| model | parameters | median s per 64³ cube | ratio to {labels[0]} |")
     print("|---|---|---|---|")
-    for model in models:
-        median = statistics.median(times[model.name])
+    for model, label, spent in zip(models, labels, times):
+        median = statistics.median(spent)
         parameters = sum(p.numel() for p in model.network.parameters())
-        print(f"| {model.name} | {parameters:,} | {median:.3f} | {median / first:.2f} |")
+        print(f"| {label} | {parameters:,} | {median:.3f} | {median / first:.2f} |")
     for side in (128, 256):
         print(f"half-map input preparation, {side}³: {preparation_seconds(side, 3):.2f} s (median of 3)")
     return 0
