@@ -5,7 +5,8 @@ transposed convolutions (``sampling="strided"``, the paper's), or by 2^3 average
 trilinear interpolation each followed by a convolution (``"interpolated"``). Strided layers give a
 random network a response fixed to the cube's 2-voxel grid (the transposed convolution's
 checkerboard), the same for independent inputs up to Nyquist; interpolation removes it there
-(tests/test_trust.py), though a model trained with it did no better (docs/trust.md). GroupNorm +
+(tests/test_trust.py); trained, it did no better for the single-map model and removed a fixed
+grid pattern from the half-map model, which is bundled with it (docs/trust.md). GroupNorm +
 PReLU after every hidden convolution; skips by
 concatenation (decoder first, skip second); a linear one-channel output. Four down-samplings, so
 every spatial size must be a multiple of 16 (64^3 cubes in practice). Unlike the official
