@@ -581,24 +581,33 @@ def test_the_half_map_model_refuses_halves_of_pure_noise(halves_model):
         enhance((a, b), halves_model, EnhanceOptions(gpu_ids="-1", progress=False))
 
 
+# Pure-noise draws (seeds of four 64³ maps) whose two pairs both pass FSC 0.143 in their lowest shells.
+NOISE_DRAWS = [(111, 112, 113, 114)] + [tuple(range(first, first + 4)) for first in (208, 220, 224, 232, 236, 256, 268)]
+
+
 def test_the_half_map_model_makes_nothing_of_size_from_independent_noise(halves_model, example_crop):
-    """Two pairs of pure-noise half maps whose lowest shells happen to pass FSC 0.143 (seeds chosen so),
-    so that the model does run. Its output must be smaller than the baseline's own answer to that
-    noise (B-factor sharpening lets the lowest shells through; the model removes most of it: measured
-    27 % and 6 % of the baseline's power), and what the two enhancements share beyond 4 Å must be
-    negligible beside what the model makes of a real map (under 1 % of its RMS)."""
+    """Two pairs of pure-noise half maps whose lowest shells happen to pass FSC 0.143, so that the
+    model does run, in eight draws. On average over the draws its output must keep less than half the
+    power of the baseline's own answer to that noise (B-factor sharpening lets the lowest shells
+    through; the bundled model keeps 11 %, the weights before it 40 %, and single enhancements range
+    from 0 % to 65 %), and what the two enhancements share beyond 4 Å must be negligible beside what
+    the model makes of a real map (under 1 % of its RMS): one draw scatters by about half that bound
+    (measured over 16 draws), so one draw alone cannot tell a fixed pattern from chance."""
     shape = (64, 64, 64)
-    quarters = [np.random.default_rng(s).normal(0.0, 1.0, shape).astype(np.float32) for s in (111, 112, 113, 114)]
-    ea, eb = _pair_enhancements(halves_model, quarters, 1.0)
-    shared_beyond_4 = float(shared_power(ea, eb, 1.0)[15:].sum()) / ea.size ** 2  # Parseval: a mean square
+    geometry = Geometry.for_grid(shape, 1.0)
+    shared_beyond_4, kept = [], []
+    for seeds in NOISE_DRAWS:
+        quarters = [np.random.default_rng(s).normal(0.0, 1.0, shape).astype(np.float32) for s in seeds]
+        ea, eb = _pair_enhancements(halves_model, quarters, 1.0)
+        shared_beyond_4.append(float(shared_power(ea, eb, 1.0)[15:].sum()) / ea.size ** 2)  # Parseval: a mean square
+        for enhanced, pair in ((ea, quarters[:2]), (eb, quarters[2:])):
+            baseline = halves_channels(*(as_map(h, geometry) for h in pair))[0]
+            kept.append(float(np.mean(enhanced ** 2)) / float(np.mean(baseline ** 2)))
+    assert np.mean(kept) < 0.5
     crop, sigma = example_crop
     real_halves = [crop + np.random.default_rng(s).normal(0.0, sigma, crop.shape).astype(np.float32) for s in (85, 86)]
     real = _pair_enhancements(halves_model, real_halves * 2, 1.05)[0]
-    geometry = Geometry.for_grid(shape, 1.0)
-    for enhanced, pair in ((ea, quarters[:2]), (eb, quarters[2:])):
-        baseline = halves_channels(*(as_map(h, geometry) for h in pair))[0]
-        assert float(np.mean(enhanced ** 2)) < 0.5 * float(np.mean(baseline ** 2))
-    assert shared_beyond_4 < 1e-4 * float(np.mean(real ** 2))  # the shared part: < 1 % in amplitude
+    assert np.mean(shared_beyond_4) < 1e-4 * float(np.mean(real ** 2))  # the shared part: < 1 % in amplitude
 
 
 @pytest.mark.parametrize("beyond", [6.0, 4.5])
