@@ -1,8 +1,9 @@
 """Our own U-Net, after the paper's Supplementary Table 1 as we read it.
 
 5^3 kernels by default (the paper's; ``kernel_size``: 3 in the bundled models); down-sampling by
-stride-2 convolutions, up-sampling by stride-2 transposed convolutions (``sampling="strided"``, the paper's), or by 2^3 average pooling and
-trilinear interpolation each followed by a convolution (``"interpolated"``). Strided layers give a
+stride-2 convolutions, up-sampling by stride-2 transposed convolutions (``sampling="strided"``, the
+paper's), or by 2^3 average pooling and trilinear interpolation each followed by a convolution
+(``"interpolated"``). Strided layers give a
 random network a response fixed to the cube's 2-voxel grid (the transposed convolution's
 checkerboard), the same for independent inputs up to Nyquist; interpolation removes it there
 (tests/test_trust.py); trained, it did no better for the single-map model and removed a fixed
