@@ -402,6 +402,11 @@ def arms_of(cases: list[dict]) -> list[str]:
     return arms
 
 
+def better(ours: float, theirs: float, metric: str) -> bool:
+    """Whether ``ours`` is the better score (FSC0.5 in Å: lower)."""
+    return ours < theirs if metric == "fsc05" else ours > theirs
+
+
 def summary(cases: list[dict]) -> dict:
     simulated = [c for c in cases if c["name"] != "EMD-3488"]
     out: dict = {"simulated_cases": len(simulated)}
@@ -411,10 +416,8 @@ def summary(cases: list[dict]) -> dict:
                                               for m in METRICS}} if scored else {"cases": 0}
         if arm.startswith("locscale_") and scored:
             pairs = [(c["scores"][arm], c["scores"]["bfactor"]) for c in simulated if arm in c["scores"]]
-            out[arm]["beats_bfactor"] = {
-                "fsc05": sum(a["fsc05"] < b["fsc05"] for a, b in pairs),
-                "cc_mask": sum(a["cc_mask"] > b["cc_mask"] for a, b in pairs),
-                "lc7": sum(a["lc7"] > b["lc7"] for a, b in pairs)}
+            out[arm]["beats_bfactor"] = {m: sum(better(a[m], b[m], m) for a, b in pairs)
+                                         for m in ("fsc05", "cc_mask", "lc7")}
     return out
 
 
@@ -524,11 +527,6 @@ def against_model(cases: list[dict], report: dict) -> str:
         lines.append(f"- against {title}: {name} better on CC_mask in {wins['cc_mask']}, LC7 in {wins['lc7']}, "
                      f"FSC0.5 in {wins['fsc05']} of {len(pairs)} maps")
     return "\n".join(lines) + "\n"
-
-
-def better(ours: float, theirs: float, metric: str) -> bool:
-    """Whether ``ours`` is the better score (FSC0.5 in Å: lower)."""
-    return ours < theirs if metric == "fsc05" else ours > theirs
 
 
 def main() -> int:

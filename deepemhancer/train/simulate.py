@@ -281,6 +281,12 @@ def anisotropy(volume: np.ndarray, b_aniso: float, rng: np.random.Generator) -> 
     return scipy.fft.irfftn(transform, s=volume.shape, workers=-1).astype(np.float32)
 
 
+def structured_background(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A smooth random field (white noise blurred by 4 voxels) of unit standard deviation."""
+    background = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 4.0)
+    return background / (background.std() + 1e-12)
+
+
 def micelle_belt(envelope: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A detergent-micelle-like belt (0..1 density, smooth, lumpy) around the molecule's middle."""
     side = envelope.shape[0]
@@ -348,8 +354,7 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
     protein_level = float(signal[envelope].mean())
     solvent = rng.uniform(*settings.solvent_level_range) * protein_level
     signal += solvent * (1.0 - ndimage.gaussian_filter(envelope.astype(np.float32), 2.0))
-    background = ndimage.gaussian_filter(rng.standard_normal(signal.shape).astype(np.float32), 4.0)
-    signal += settings.background_level * protein_level * background / (background.std() + 1e-12)
+    signal += settings.background_level * protein_level * structured_background(signal.shape, rng)
     if rng.random() < settings.micelle_probability:
         signal += rng.uniform(0.2, 0.5) * protein_level * micelle_belt(envelope, rng)
     if rng.random() < settings.anisotropy_probability:
@@ -385,11 +390,9 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
 
 def empty_box(side: int, origin: np.ndarray, rng: np.random.Generator, settings: SimulationSettings,
               extra_pairs: int = 0) -> SimulatedMap:
-    """A ``side``³ box with no molecule: the halves share a smooth random background (the structured
-    background's kind) whose FSC crosses 0.143 at a resolution drawn from ``empty_resolution_range``;
+    """A ``side``³ box with no molecule: the halves share a ``structured_background`` whose FSC crosses 0.143 at a resolution drawn from ``empty_resolution_range``;
     the target, its mask and the envelope are empty."""
-    background = ndimage.gaussian_filter(rng.standard_normal((side,) * 3).astype(np.float32), 4.0)
-    background /= float(background.std()) + 1e-12
+    background = structured_background((side,) * 3, rng)
     resolution = float(rng.uniform(*settings.empty_resolution_range))
     noise_b = rng.uniform(*settings.noise_b_range)
     scale = noise_scale(background, noise_b, resolution)
