@@ -550,6 +550,10 @@ def main() -> int:
                              "LocScale again; runs it only for modes a case lacks")
     args = parser.parse_args()
     if args.against_report:
+        for needed in (args.against_report, args.out.with_suffix(".json")):
+            if not needed.is_file():
+                parser.error(f"{needed} does not exist; give a validation report (deepemhancer validate's JSON) "
+                             "and an --out whose JSON this script wrote")
         recorded = json.loads(args.out.with_suffix(".json").read_text())
         print(against_model(recorded["cases"], json.loads(args.against_report.read_text())), end="")
         return 0
