@@ -109,7 +109,8 @@ def _model_measures(m: Map, reference: ModelReference) -> dict:
     cc = score.correlations
     return {"fsc_05_resolution": score.fsc05, "fsc": score.fsc.to_dict(),
             "cc_mask": cc.cc_mask, "cc_box": cc.cc_box, "cc_volume": cc.cc_volume, "cc_peaks": cc.cc_peaks,
-            "n_mask_voxels": cc.n_mask_voxels, "median_local_cc_5": score.lc5, "median_local_cc_7": score.lc7}
+            "n_mask_voxels": cc.n_mask_voxels, "median_local_cc_5": score.lc5, "median_local_cc_7": score.lc7,
+            "median_local_cc_7_non_protein": score.lc7_non_protein}
 
 
 def guinier_to_dict(fit: GuinierFit) -> dict:

@@ -132,9 +132,13 @@ def _number(value, digits: int = 3) -> str:
 
 def _maps_table(results: dict) -> str:
     with_model = any("model" in entry for entry in results["maps"].values())
+    # the model's ligands, hemes and glycans, when it has any (metrics.agreement)
+    non_protein = any(entry.get("model", {}).get("median_local_cc_7_non_protein") is not None
+                      for entry in results["maps"].values())
     columns = ["map", "Guinier B (Å²)"]
     if with_model:
         columns += ["FSC 0.5 (Å)", "CC_mask", "CC_box", "CC_volume", "CC_peaks", "local CC 5", "local CC 7"]
+        columns += ["local CC 7, ligands"] if non_protein else []
     rows = []
     for name, entry in results["maps"].items():
         cells = [html.escape(name), _number(entry["guinier"]["b_factor"], 1)]
@@ -143,6 +147,7 @@ def _maps_table(results: dict) -> str:
             cells += [_number(model.get("fsc_05_resolution"), 2)] + [
                 _number(model.get(key)) for key in ("cc_mask", "cc_box", "cc_volume", "cc_peaks",
                                                     "median_local_cc_5", "median_local_cc_7")]
+            cells += [_number(model.get("median_local_cc_7_non_protein"))] if non_protein else []
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     header = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>"
     return f"<table>{header}{''.join(rows)}</table>"

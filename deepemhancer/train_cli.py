@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -43,6 +44,9 @@ def validate_parser() -> argparse.ArgumentParser:
                         help="comma-separated half-map resolutions (Å) each structure is simulated at (default "
                              "3,4.5,6); 'random' draws one per structure from the config's range")
     parser.add_argument("--halves-check", type=int, default=2, help="cases that also get the independent-halves check")
+    parser.add_argument("--groups", type=int, default=0,
+                        help="this many held-out structures (smallest first) are also scored, at each resolution, "
+                             "with ligands, hemes and glycans added (default 0)")
     parser.add_argument("--seed", type=int, default=7, help="simulation seed of the held-out maps (default 7)")
     parser.add_argument("--emd3488", default="../shared/data/maps/emd3488",
                         help="folder with emd_3488.mrc and 5me2.pdb; 'none' skips the real map")
@@ -89,13 +93,21 @@ def validate_main(argv: Sequence[str]) -> int:
     structures = validate.smallest(held_out, args.count or len(held_out))
     if args.emd3488 != "none":  # the real map first: it is in every partial report
         results.append(validate.emd3488_case(Path(args.emd3488), model, options, args.seed, args.halves_check > 0))
-    for i, (structure, resolution) in enumerate((s, r) for s in structures for r in resolutions):
-        started = time.monotonic()
-        halves = validate.simulated_halves(structure, args.seed, config.settings(), resolution)
-        name = structure.name.split("_")[0] + ("" if resolution is None else f"@{resolution:g}")
-        results.append(validate.evaluate_case(name, halves, structure, model, options, i < args.halves_check))
-        log.info("%s scored in %.0f s", name, time.monotonic() - started)
-        _write_validation(args, path, results, resolutions)  # a long run can be read as it goes
+    cases = [(s, r, False) for s in structures for r in resolutions]
+    cases += [(s, r, True) for s in validate.smallest(held_out, args.groups) for r in resolutions] if args.groups else []
+    with tempfile.TemporaryDirectory() as scratch:
+        for i, (structure, resolution, with_groups) in enumerate(cases):
+            started = time.monotonic()
+            name = (structure.name.split("_")[0] + ("+groups" if with_groups else "")
+                    + ("" if resolution is None else f"@{resolution:g}"))
+            scored = Path(scratch) / f"{name}.pdb" if with_groups else structure  # the model as simulated
+            halves = validate.simulated_halves(structure, args.seed, config.settings(), resolution,
+                                               groups_model=scored if with_groups else None)
+            result = validate.evaluate_case(name, halves, scored, model, options, i < args.halves_check)
+            result.with_groups = with_groups
+            results.append(result)
+            log.info("%s scored in %.0f s", name, time.monotonic() - started)
+            _write_validation(args, path, results, resolutions)  # a long run can be read as it goes
     table, stats = _write_validation(args, path, results, resolutions)
     print(table)
     print("summary:", json.dumps(stats))
@@ -106,19 +118,23 @@ def _write_validation(args: argparse.Namespace, model_path: Path, results: list,
     """Write OUT.md and OUT.json for the cases scored so far; returns the table and the summary."""
     from .train import validate
 
-    simulated = [r for r in results if r.name != "EMD-3488"]
+    simulated = [r for r in results if r.name != "EMD-3488" and not r.with_groups]
+    with_groups = [r for r in results if r.with_groups]
     table = validate.markdown_table(results)
     stats = validate.summary(simulated) if simulated else {}
+    groups_stats = validate.summary(with_groups) if with_groups else {}
     by_resolution = {f"{r:g}": validate.summary(group) for r in resolutions if r is not None
                      for group in [[c for c in simulated if c.name.endswith(f"@{r:g}")]] if group}
     Path(f"{args.out}.md").write_text(table + "\nSimulated held-out summary: " + json.dumps(stats) + "\n" + "".join(
-        f"At {r} Å: {json.dumps(group)}\n" for r, group in by_resolution.items()))
+        f"At {r} Å: {json.dumps(group)}\n" for r, group in by_resolution.items())
+        + (f"With ligands, hemes and glycans added: {json.dumps(groups_stats)}\n" if with_groups else ""))
     Path(f"{args.out}.json").write_text(json.dumps({
         "model": str(model_path), "stride": args.stride, "seed": args.seed, "summary": stats,
-        "summary_by_resolution": by_resolution,
-        "cases": [{"name": r.name, "resolution": r.resolution, "notes": r.notes,
+        "summary_by_resolution": by_resolution, "summary_with_groups": groups_stats,
+        "cases": [{"name": r.name, "resolution": r.resolution, "notes": r.notes, "with_groups": r.with_groups,
                    "halves": None if r.halves is None else r.halves.to_dict(),
-                   "scores": {a: {m: getattr(s, m) for m in validate.METRICS} for a, s in r.scores.items()}}
+                   "scores": {a: {m: getattr(s, m) for m in (*validate.METRICS, "lc7_non_protein")}
+                              for a, s in r.scores.items()}}
                   for r in results]}, indent=1))
     return table, stats
 

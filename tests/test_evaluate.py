@@ -103,6 +103,7 @@ def test_evaluate_gives_every_number(results):
         for key in ("fsc_05_resolution", "cc_mask", "cc_box", "cc_volume", "cc_peaks", "median_local_cc_5",
                     "median_local_cc_7"):
             assert np.isfinite(model[key]), key
+        assert model["median_local_cc_7_non_protein"] is None  # the model holds no ligand, heme or glycan
         assert model["n_mask_voxels"] > 100
     raw, enhanced = results["maps"]["raw"]["model"], results["maps"]["enhanced"]["model"]
     # The map made from the model with little noise agrees with it better than the noisy average.

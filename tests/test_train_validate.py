@@ -1,6 +1,8 @@
 """The validation table: scoring arms on simulated halves with a tiny model, pseudo-halves, summary."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -110,8 +112,15 @@ def test_validate_command_writes_the_table(tmp_path):
     model = _tiny_model(tmp_path).path
     status = main(["validate", "--model", str(model), "--set", f"structures={folder}", "--set", "holdout_every=3",
                    "--set", "holdout_offset=2", "--count", "1", "--resolutions", "random", "--halves-check", "0",
-                   "--emd3488", "none",
+                   "--emd3488", "none", "--groups", "1",
                    "--out", str(tmp_path / "report")])
     assert status == 0
     text = (tmp_path / "report.md").read_text()
     assert text.count("| CCCC |") == 3 and '"cases": 1.0' in text
+    # the same structure with ligands and hemes added, scored against the model as simulated, summarised apart
+    assert text.count("| CCCC+groups |") == 3 and "With ligands, hemes and glycans added" in text
+    report = json.loads((tmp_path / "report.json").read_text())
+    plain, grouped = report["cases"]
+    assert not plain["with_groups"] and plain["scores"]["model"]["lc7_non_protein"] is None
+    assert grouped["with_groups"] and -1.0 <= grouped["scores"]["model"]["lc7_non_protein"] <= 1.0
+    assert report["summary"]["cases"] == 1.0 and report["summary_with_groups"]["cases_non_protein"] == 1.0

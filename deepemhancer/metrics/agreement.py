@@ -10,6 +10,8 @@ One recipe, used by ``evaluate`` (reports), ``train.validate`` (model cards) and
   resolution (``model.map_model_correlations``).
 - LC5, LC7: median local correlation with that model map in 5- and 7-voxel windows, inside the
   molecular mask.
+- LC7 non-protein: LC7 inside the mask of the model's ligands, hemes and glycans alone
+  (``model.non_protein_mask``), when it has any: whether the map keeps what is not protein.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from ..mapio import Map
 from .fourier import FSCCurve, fsc, resolution_at
 from .local import median_local_correlation
 from .soft_edge import soft_mask
-from .model import MapModelCC, map_model_correlations, model_map, molecular_mask
+from .model import MapModelCC, map_model_correlations, model_map, molecular_mask, non_protein_mask
 
 MODEL_FSC_THRESHOLD = 0.5
 FSC_MASK_DILATION_A = 3.0
@@ -39,6 +41,7 @@ class ModelReference:
     molecule: np.ndarray
     fsc_mask: np.ndarray
     voxel_size: float
+    non_protein: np.ndarray | None = None  # the ligands', hemes' and glycans' mask; None: the model has none
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class ModelAgreement:
     correlations: MapModelCC
     lc5: float
     lc7: float
+    lc7_non_protein: float | None = None
 
     @property
     def cc_mask(self) -> float:
@@ -63,7 +67,7 @@ def model_reference(structure_path: str | Path, like: Map, resolution: float) ->
     return ModelReference(at_resolution=model_map(structure_path, like, resolution).data,
                           at_nyquist=model_map(structure_path, like, 2.0 * voxel).data, molecule=molecule,
                           fsc_mask=soft_mask(molecule, 0.5, FSC_MASK_DILATION_A / voxel, FSC_MASK_EDGE_A / voxel),
-                          voxel_size=voxel)
+                          voxel_size=voxel, non_protein=non_protein_mask(structure_path, like))
 
 
 def model_agreement(volume: np.ndarray, reference: ModelReference) -> ModelAgreement:
@@ -73,4 +77,6 @@ def model_agreement(volume: np.ndarray, reference: ModelReference) -> ModelAgree
         fsc=curve, fsc05=resolution_at(curve, MODEL_FSC_THRESHOLD),
         correlations=map_model_correlations(volume, reference.at_resolution, reference.molecule),
         lc5=median_local_correlation(volume, reference.at_resolution, 5, reference.molecule),
-        lc7=median_local_correlation(volume, reference.at_resolution, 7, reference.molecule))
+        lc7=median_local_correlation(volume, reference.at_resolution, 7, reference.molecule),
+        lc7_non_protein=None if reference.non_protein is None else
+        median_local_correlation(volume, reference.at_resolution, 7, reference.non_protein))

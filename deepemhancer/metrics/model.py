@@ -9,6 +9,9 @@ mmtbx/maps/correlation.py, ``five_cc``):
   within r_vdW + 1.11 Å of a non-hydrogen atom (cctbx van der Waals radii), less the points of the
   outer shell that lie within 0.9 Å of solvent (shrink-truncation). gemmi's SolventMasker with the
   Cctbx radii reproduces it.
+- non-protein mask: the same mask made from the model's non-polymer groups of at least 6 heavy atoms
+  only (ligands, hemes, glycans; waters, ions and terminal caps are not counted): where the map
+  must show what is not protein.
 - CC_box: Pearson correlation of map and model map over the whole box.
 - CC_mask: over the points inside the molecular mask.
 - CC_volume: over the N highest points of the model map, N = number of points in the mask.
@@ -34,6 +37,7 @@ from .mask_check import check_mask
 
 SOLVENT_RADIUS = 1.11  # Å, cctbx mmtbx.masks default
 SHRINK_TRUNCATION_RADIUS = 0.9  # Å, cctbx mmtbx.masks default
+NON_PROTEIN_MIN_ATOMS = 6  # heavy atoms: a ligand, heme or sugar has more, an ion or an acetyl cap fewer
 _MIN_MARGIN = 10.0  # Å of padding around the box; atoms up to half of it outside the box contribute
 
 
@@ -103,8 +107,33 @@ def model_map(structure_path: str | Path, like: Map, resolution: float) -> Map:
 def molecular_mask(structure_path: str | Path, like: Map) -> np.ndarray:
     """phenix's CC_mask region on ``like``'s grid (bool, stored axis order): the cctbx bulk-solvent
     mask's molecule (see the module docstring)."""
+    return _solvent_mask(read_structure(structure_path), like, structure_path)
+
+
+def non_protein_mask(structure_path: str | Path, like: Map) -> np.ndarray | None:
+    """The molecular mask of the model's ligands, hemes and glycans alone (module docstring), or None
+    when the model holds none."""
+    structure = read_structure(structure_path)
+    structure.setup_entities()
+    groups = (gemmi.EntityType.NonPolymer, gemmi.EntityType.Branched)
+    kept = 0
+    for chain in structure[0]:
+        for index in reversed(range(len(chain))):
+            residue = chain[index]
+            heavy = sum(not atom.is_hydrogen() for atom in residue)
+            if residue.entity_type in groups and heavy >= NON_PROTEIN_MIN_ATOMS:
+                kept += 1
+            else:
+                del chain[index]
+    if kept == 0:
+        return None
+    return _solvent_mask(structure, like, structure_path)
+
+
+def _solvent_mask(structure: gemmi.Structure, like: Map, path: str | Path) -> np.ndarray:
+    """The cctbx molecular mask of ``structure``'s first model on ``like``'s grid."""
     frame = _frame(like, 0.0)
-    model = _placed_model(read_structure(structure_path), like, frame, structure_path)
+    model = _placed_model(structure, like, frame, path)
     masker = gemmi.SolventMasker(gemmi.AtomicRadiiSet.Cctbx)
     masker.rprobe = SOLVENT_RADIUS
     masker.rshrink = SHRINK_TRUNCATION_RADIUS

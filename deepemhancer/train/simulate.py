@@ -20,6 +20,8 @@ One structure becomes, on a 1 Å grid around it (``simulate``):
   background, at a coarse resolution (``empty_resolution_range``), and the target is empty. Real
   maps have boxes of solvent and junk, and pure noise whose lowest shells pass the FSC by chance:
   the network must make nothing of them, at the cube's faces too;
+- optionally (``hetero_probability``) the model first gets non-protein groups (``hetero.decorate``:
+  glycan trees, heme-like discs, small ligands) that the halves and the target both hold;
 - target (Supplementary Note 6): the model's density at a low, uniform B times a binary mask of the
   model map above its 95th percentile (tight) or a dilated copy (wide), then low-passed voxel by
   voxel to that local resolution: it never asks for detail the input cannot support.
@@ -28,6 +30,7 @@ Pure functions on numpy arrays; all randomness comes from the generator passed i
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +45,7 @@ from ..halves_input import fsc_mask
 from ..mapio import Geometry, Map
 from ..metrics import (HALF_MAP_FSC_THRESHOLD, half_map_fsc, radial_frequency_grid, randomisation_start,
                        randomise_phases, read_structure)
+from .hetero import decorate
 
 # FSC = SNR / (1 + SNR) for two halves
 SNR_AT_THRESHOLD = HALF_MAP_FSC_THRESHOLD / (1.0 - HALF_MAP_FSC_THRESHOLD)
@@ -77,6 +81,8 @@ class SimulationSettings:
     # Boxes with no molecule (module docstring): halves sharing a smooth background, the target empty.
     empty_probability: float = 0.0
     empty_resolution_range: tuple[float, float] = (10.0, 30.0)  # Å: where such halves' FSC crosses 0.143
+    # Structures given glycans, heme-like discs and ligands (module docstring) before they are simulated.
+    hetero_probability: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,7 +96,8 @@ class SimulatedMap:
     local resolution scales (the drawn one or the masked FSC's, as the settings say);
     noise_mean, noise_std: solvent statistics;
     phases_randomised_beyond: d_r in Å when the halves' phases were randomised beyond it, else None;
-    extra_halves: further half maps with independent noise (``simulate``'s ``extra_pairs``).
+    extra_halves: further half maps with independent noise (``simulate``'s ``extra_pairs``);
+    model: the atomic model as simulated when non-protein groups were added to it, else None (the file's).
     """
 
     half1: np.ndarray
@@ -107,6 +114,7 @@ class SimulatedMap:
     noise_std: float
     phases_randomised_beyond: float | None = None
     extra_halves: tuple[np.ndarray, ...] = ()
+    model: gemmi.Structure | None = None
 
 
 def atom_arrays(structure: gemmi.Structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -337,10 +345,16 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
                          f"not {settings.target_resolution!r}")
     structure = read_structure(structure_path)
     structure.setup_entities()
+    added_b = None
+    # Drawn only when asked for, so that runs without these groups keep their draws.
+    if settings.hetero_probability > 0 and rng.random() < settings.hetero_probability:
+        structure, added_b = decorate(structure, rng)
     positions, residues, is_ca = atom_arrays(structure)
     if resolution is None:
         resolution = float(rng.uniform(*settings.resolution_range))
     b_factors = spatial_bfactors(positions, residues, is_ca, rng, settings)
+    if added_b is not None and added_b.size:  # the new chain's atoms come last
+        b_factors[-added_b.size:] += added_b
     side, origin = box_for(positions, settings.margin)
     # Drawn only when asked for, so that runs without empty boxes keep their draws.
     if settings.empty_probability > 0 and rng.random() < settings.empty_probability:
@@ -384,8 +398,9 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
     if randomised_beyond is not None:
         extra = [randomise_phases(h, VOXEL, start, rng) for h in extra]
 
-    return simulated_map(half1, half2, goal, mask, envelope, local, resolution, supported, origin,
-                         randomised_beyond, extra)
+    simulated = simulated_map(half1, half2, goal, mask, envelope, local, resolution, supported, origin,
+                              randomised_beyond, extra)
+    return simulated if added_b is None else dataclasses.replace(simulated, model=structure)
 
 
 def empty_box(side: int, origin: np.ndarray, rng: np.random.Generator, settings: SimulationSettings,

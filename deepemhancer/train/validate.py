@@ -5,7 +5,10 @@ with the project's one scorer (``metrics.agreement``):
 - FSC 0.5: resolution (Å) where the map-model FSC (model map to Nyquist, soft molecular mask) falls
   below 0.5: lower is better;
 - CC_mask: phenix's CC_mask with the model map at the input's resolution;
-- LC5, LC7: median local correlation (5- and 7-voxel windows) inside the molecular mask.
+- LC5, LC7: median local correlation (5- and 7-voxel windows) inside the molecular mask;
+- LC7 ligands: LC7 inside the mask of the model's ligands, hemes and glycans, where it has any (EMD-3488's
+  hemes, a few held-out structures' ligands, and the cases given such groups: ``simulated_halves``'s
+  ``groups_model``).
 
 The B-factor arm is ``halves_input.baseline_sharpening`` (RELION-style, the Guinier fit from 10 Å,
 twice the resolution for maps coarser than 5 Å): exactly the map a half-map model's first channel
@@ -54,6 +57,7 @@ class CaseResult:
     scores: dict[str, ModelAgreement]
     halves: HalvesCheck | None = None  # metrics.halves_check under the FSC mask
     notes: list[str] = field(default_factory=list)
+    with_groups: bool = False  # simulated with ligands, hemes and glycans added (scored apart)
 
 
 def enhance_with_fallback(source: Map | Sequence[Map], model: Model, options: EnhanceOptions,
@@ -101,14 +105,22 @@ def evaluate_case(name: str, halves: Sequence[Map], structure_path: Path, model:
 
 
 def simulated_halves(structure_path: Path, seed: int, settings: SimulationSettings,
-                     resolution: float | None = None) -> tuple[Map, Map, Map, Map]:
+                     resolution: float | None = None, groups_model: Path | None = None) -> tuple[Map, Map, Map, Map]:
     """Held-out half maps simulated as for training (seeded by the structure's name, ``seed`` and the
     resolution), never phase-randomised nor empty (those augmentations teach the network, they are
-    not data to score on): a pair and a second, independent pair of the same signal."""
-    settings = dataclasses.replace(settings, phase_randomised_probability=0.0, empty_probability=0.0)
+    not data to score on): a pair and a second, independent pair of the same signal.
+
+    Protein only, as the file holds it, unless ``groups_model`` is given: then the structure gets
+    ligands, hemes and glycans (``hetero.decorate``) and the model as simulated is written there (PDB)
+    to be scored against."""
+    settings = dataclasses.replace(settings, phase_randomised_probability=0.0, empty_probability=0.0,
+                                   hetero_probability=0.0 if groups_model is None else 1.0)
     name_seed = structure_seed(structure_name(structure_path), seed)
     rng = np.random.default_rng(name_seed if resolution is None else [name_seed, int(round(resolution * 100))])
     sim = simulate(structure_path, rng, settings, resolution=resolution, extra_pairs=1)
+    if groups_model is not None:
+        sim.model.setup_entities()
+        sim.model.write_pdb(str(groups_model))
     geometry = Geometry.for_grid(sim.half1.shape, 1.0, origin=tuple(float(v) for v in sim.origin))
     return tuple(Map(h, geometry) for h in (sim.half1, sim.half2, *sim.extra_halves))  # type: ignore[return-value]
 
@@ -130,7 +142,8 @@ def smallest(paths: Sequence[Path], count: int) -> list[Path]:
 
 
 def summary(results: Sequence[CaseResult]) -> dict[str, float]:
-    """Medians per arm and metric, and how often the model beats B-factor sharpening."""
+    """Medians per arm and metric, and how often the model beats B-factor sharpening; for the cases
+    whose model has ligands, hemes or glycans, the same for LC7 inside them."""
     out: dict[str, float] = {}
     for arm in ARMS:
         for metric in METRICS:
@@ -140,17 +153,26 @@ def summary(results: Sequence[CaseResult]) -> dict[str, float]:
                                           for r in results))
     out["fsc05_wins"] = float(sum(r.scores["model"].fsc05 < r.scores["bfactor"].fsc05 for r in results))
     out["cases"] = float(len(results))
+    with_groups = [r for r in results if r.scores["model"].lc7_non_protein is not None]
+    if with_groups:
+        for arm in ARMS:
+            out[f"median_lc7_non_protein_{arm}"] = float(np.median([r.scores[arm].lc7_non_protein for r in with_groups]))
+        out["lc7_non_protein_wins"] = float(sum(r.scores["model"].lc7_non_protein > r.scores["bfactor"].lc7_non_protein
+                                                for r in with_groups))
+        out["cases_non_protein"] = float(len(with_groups))
     return out
 
 
 def markdown_table(results: Sequence[CaseResult]) -> str:
     """One row per case and arm, then the halves check."""
-    lines = ["| case | input FSC0.143 (Å) | map | FSC0.5 (Å) | CC_mask | LC5 | LC7 |", "|---|---|---|---|---|---|---|"]
+    lines = ["| case | input FSC0.143 (Å) | map | FSC0.5 (Å) | CC_mask | LC5 | LC7 | LC7 ligands |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         for arm in ARMS:
             s = r.scores[arm]
+            ligands = "–" if s.lc7_non_protein is None else f"{s.lc7_non_protein:.3f}"
             lines.append(f"| {r.name} | {r.resolution:.2f} | {arm} | {s.fsc05:.2f} | {s.cc_mask:.3f} | {s.lc5:.3f} | "
-                         f"{s.lc7:.3f} |")
+                         f"{s.lc7:.3f} | {ligands} |")
     checked = [r for r in results if r.halves]
     if checked:
         lines += ["", "| case | input halves FSC0.143 (Å) | enhanced halves FSC0.143 (Å) | flagged shells | "
