@@ -1,7 +1,7 @@
 """Non-protein groups added to a protein model before it is simulated: N-glycan trees on exposed
 asparagines, heme-like discs and small ligands in surface pockets.
 
-The training structures are protein complexes: 12 of 230 hold a ligand (heme, FAD, NADP, GTP, ATP,
+The training structures are protein complexes: 11 of 230 hold a ligand (heme, FAD, NADP, GTP, ATP,
 PLP), none a glycan. Real maps carry all three, and a network that has only seen protein treats
 their density as noise or reshapes it into protein. The groups join the model itself, so that the
 half maps and the target both hold them; glycans grow more mobile (higher B) away from the protein,
@@ -46,6 +46,7 @@ def ring(centre: np.ndarray, u: np.ndarray, v: np.ndarray, members: int, bond: f
 
 def sugar(centre: np.ndarray, normal: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
     """A pyranose-like ring (5 C, 1 O) with an exocyclic O on four ring carbons and a C6."""
+    normal = normal / np.linalg.norm(normal)
     u, v = perpendicular_pair(normal, rng)
     atoms = ring(centre, u, v, 6, 1.5)
     outward = (atoms - centre) / np.linalg.norm(atoms - centre, axis=1, keepdims=True)
@@ -58,6 +59,7 @@ def sugar(centre: np.ndarray, normal: np.ndarray, rng: np.random.Generator) -> t
 def heme_like(centre: np.ndarray, normal: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
     """A planar porphyrin-like disc: iron, four pyrrole rings, meso carbons, eight substituents and
     two propionate-like arms (39 atoms)."""
+    normal = normal / np.linalg.norm(normal)
     u, v = perpendicular_pair(normal, rng)
     positions, elements = [centre], ["FE"]
     for k in range(4):
