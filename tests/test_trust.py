@@ -589,8 +589,8 @@ def test_the_half_map_model_makes_nothing_of_size_from_independent_noise(halves_
     """Two pairs of pure-noise half maps whose lowest shells happen to pass FSC 0.143, so that the
     model does run, in eight draws. On average over the draws its output must keep less than half the
     power of the baseline's own answer to that noise (B-factor sharpening lets the lowest shells
-    through; the bundled model keeps 11 %, the weights before it 40 %, and single enhancements range
-    from 0 % to 65 %), and what the two enhancements share beyond 4 Å must be negligible beside what
+    through; the bundled model keeps 9 %, the weights before it 11 % and 40 %, and single enhancements
+    range from 0 % to 65 %), and what the two enhancements share beyond 4 Å must be negligible beside what
     the model makes of a real map (under 1 % of its RMS): one draw scatters by about half that bound
     (measured over 16 draws), so one draw alone cannot tell a fixed pattern from chance."""
     shape = (64, 64, 64)
