@@ -634,7 +634,7 @@ def test_the_half_map_model_beats_bfactor_sharpening_on_emd_3488(halves_model):
     """The cached case that guards the model's reason to exist: pseudo half maps of the bundled
     EMD-3488 (FSC 0.143 at 3.2 Å, the validation's recipe and seed) scored against the bundled model
     5me2 with the project's one scorer; the enhanced map must beat B-factor sharpening on CC_mask and
-    LC7."""
+    LC7, and keep the four hemes better (LC7 inside them)."""
     from deepemhancer.halves_input import baseline_sharpening
     from deepemhancer.metrics import model_agreement, model_reference
     from deepemhancer.train.validate import pseudo_halves
@@ -646,3 +646,4 @@ def test_the_half_map_model_beats_bfactor_sharpening_on_emd_3488(halves_model):
     ours, baseline = model_agreement(enhanced.data, reference), model_agreement(sharpened.map.data, reference)
     assert ours.cc_mask > baseline.cc_mask + 0.01
     assert ours.lc7 > baseline.lc7 + 0.01
+    assert ours.lc7_non_protein > baseline.lc7_non_protein + 0.01
