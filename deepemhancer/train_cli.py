@@ -83,6 +83,8 @@ def validate_main(argv: Sequence[str]) -> int:
     from .train.loop import training_split
 
     args = validate_parser().parse_args(list(argv))
+    if min(args.count, args.groups, args.halves_check) < 0:
+        raise InputError("--count, --groups and --halves-check count cases: give 0 or more")
     config = make_config(args.config, args.overrides)
     path = Path(args.model)
     model = load_model(path if path.suffix == ".json" else resolve_model(args.model))

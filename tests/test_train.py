@@ -255,4 +255,7 @@ def test_cli_reports_bad_settings_in_one_line(capsys):
     assert main(["train", "--set", "nosuchkey=1"]) == 1  # as every command's run errors
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("deepemhancer: error:") and "nosuchkey" in err[0]
+    assert main(["validate", "--model", "open-halves", "--groups", "-1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--groups" in err[0] and "0 or more" in err[0]
     assert train_cli_main(["bogus"]) == 2  # a command line that cannot be parsed
