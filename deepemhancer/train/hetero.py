@@ -66,11 +66,12 @@ def heme_like(centre: np.ndarray, normal: np.ndarray, rng: np.random.Generator) 
         a = k * np.pi / 2
         axis = np.cos(a) * u + np.sin(a) * v
         side = np.cos(a + np.pi / 2) * u + np.sin(a + np.pi / 2) * v
-        pyrrole = ring(centre + 3.15 * axis, axis, side, 5, 1.4, phase=np.pi)  # the N points at the iron
+        middle = centre + 3.15 * axis
+        pyrrole = ring(middle, axis, side, 5, 1.4, phase=np.pi)  # the N points at the iron
         positions += list(pyrrole)
         elements += ["N", "C", "C", "C", "C"]
-        for beta in pyrrole[2:4]:  # the two far carbons carry substituents
-            positions.append(beta + 1.5 * (beta - (centre + 3.15 * axis)) / np.linalg.norm(beta - (centre + 3.15 * axis)))
+        for beta in pyrrole[2:4]:  # the two far carbons carry substituents, straight out from the ring
+            positions.append(beta + 1.5 * (beta - middle) / np.linalg.norm(beta - middle))
             elements.append("C")
         diagonal = np.cos(a + np.pi / 4) * u + np.sin(a + np.pi / 4) * v
         positions.append(centre + 3.4 * diagonal)  # meso carbon

@@ -405,8 +405,9 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
 
 def empty_box(side: int, origin: np.ndarray, rng: np.random.Generator, settings: SimulationSettings,
               extra_pairs: int = 0) -> SimulatedMap:
-    """A ``side``³ box with no molecule: the halves share a ``structured_background`` whose FSC crosses 0.143 at a resolution drawn from ``empty_resolution_range``;
-    the target, its mask and the envelope are empty."""
+    """A ``side``³ box with no molecule: the halves share a ``structured_background`` whose FSC
+    crosses 0.143 at a resolution drawn from ``empty_resolution_range``; the target, its mask and the
+    envelope are empty."""
     background = structured_background((side,) * 3, rng)
     resolution = float(rng.uniform(*settings.empty_resolution_range))
     noise_b = rng.uniform(*settings.noise_b_range)
