@@ -105,23 +105,22 @@ def main() -> int:
     model = load_model(bundled_dir() / "open-halves.json")
     options = EnhanceOptions(gpu_ids="-1", progress=False)
 
-    conditions = [("true phases", None)] + [(f"phases randomised beyond {d:g} Å", d) for d in RESOLUTIONS]
-    outputs = {}
+    outputs = {}  # phases randomised beyond (None: the true phases) -> program -> the two pairs' maps
     records = []
-    for label, beyond in conditions:
+    for beyond in (None, *RESOLUTIONS):
         halves = four_halves(beyond)
         folder = args.work / ("true" if beyond is None else f"beyond_{beyond:g}")
         ours = [enhance(tuple(pair), model, options).data for pair in (halves[:2], halves[2:])]
         theirs, runs = locscale_outputs(halves, folder, args, monlib)
-        outputs[label] = {"open-halves": ours, "LocScale": theirs}
+        outputs[beyond] = {"open-halves": ours, "LocScale": theirs}
+        label = "true phases" if beyond is None else f"phases randomised beyond {beyond:g} Å"
         records.append({"condition": label, "phases_beyond": beyond, "runs": runs})
-    voxel = four_halves(None)[0].isotropic_voxel_size
+    voxel = halves[0].isotropic_voxel_size
     rows = []
     for d in RESOLUTIONS:
         for program in ("LocScale", "open-halves"):
-            true_pair, randomised_pair = outputs["true phases"][program], outputs[f"phases randomised beyond {d:g} Å"][program]
             figures = [None if any(m is None for m in pair) else share_beyond(*pair, voxel, d)
-                       for pair in (true_pair, randomised_pair)]
+                       for pair in (outputs[None][program], outputs[d][program])]
             rows.append({"resolution": d, "program": program, "true_phases": figures[0], "randomised": figures[1]})
     result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "versions": locscale_versions(args.locscale_venv),
               "locscale_command": " ".join(["locscale -hm half1.mrc half2.mrc -o out.mrc -op proc -v", *MODES[MODE][0],
