@@ -264,7 +264,7 @@ def _run_enhance(argv: Sequence[str]) -> int:
     from .pipeline import EnhanceOptions
     from .mapio import read_map
     from .models import download, registry
-    from .models.store import HALVES_NORMALIZATION, read_metadata
+    from .models.store import HALVES_NORMALIZATIONS, read_metadata
 
     parser = _enhance_parser()
     args = parser.parse_args(argv)
@@ -285,7 +285,7 @@ def _run_enhance(argv: Sequence[str]) -> int:
     use_halves = bool(args.halfMap2) and not (args.legacy or args.noiseStats or args.binaryMask)
     model_json = registry.resolve_model(args.processingType, args.deepLearningModelPath,
                                         masked=args.binaryMask is not None, halves=use_halves)
-    pair_model = read_metadata(model_json)["normalization"] == HALVES_NORMALIZATION
+    pair_model = read_metadata(model_json)["normalization"] in HALVES_NORMALIZATIONS
     if args.confidence and args.confidenceAugmentations == 1 and pair_model:
         parser.error("--confidence with --confidenceAugmentations 1: the half-map model predicts from both halves "
                      "at once, so one prediction has no spread; give 8 or 24")

@@ -5,7 +5,11 @@ sharpening as RELION's postprocess does it with an automatic mask (``baseline_sh
 halves' FSC inside a soft mask of the molecule made from their average, corrected by phase
 randomisation; FSC weighting, Guinier B fitted from 10 Å, or from twice the resolution for maps
 coarser than 5 Å, low-pass at the FSC-0.143 resolution);
-a residual network starts from it. Channel 1 is (half1 − half2) / 2 filtered by the same gain:
+a residual network starts from it. Models whose JSON says ``"halves_weighting": "wiener"`` take
+instead the same average Wiener-weighted, keeping the shells beyond the FSC-0.143 resolution weighted
+down as the FSC falls (``SharpeningFilter``'s "wiener" weighting; same FSC, mask and B-factor), so that
+the network sees the weak signal there and can keep it where the data hold it.
+Channel 1 is (half1 − half2) / 2 filtered by the same gain as channel 0:
 pure noise with the spectrum and the local level of the noise in channel 0, from which the network
 can judge where the data are good. Both are offset by channel 0's median (the solvent level of a
 box that is mostly solvent) and divided by ten times channel 1's standard deviation: the noise
@@ -13,6 +17,7 @@ normalisation's convention (noise std 0.1).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -21,13 +26,15 @@ from .errors import InputError
 from .mapio import Map
 from .molecule_masks import molecule_mask
 from .metrics import GuinierRangeError
-from .models.store import HALVES_NORMALIZATION as NORMALIZATION  # the model-JSON name of this input
+from .models.store import HALVES_NORMALIZATION, WIENER_HALVES_NORMALIZATION
 from .sharpen import SharpenResult, sharpen
 
 log = logging.getLogger("deepemhancer")
 CHANNELS = 2
 # Names how the channels are made; cached training inputs made another way are never read for them.
 RECIPE = "maskedfsc"
+# The ``SharpeningFilter`` weighting of each half-map model normalisation (the model JSON's name of its input).
+WEIGHTING = {HALVES_NORMALIZATION: "relion", WIENER_HALVES_NORMALIZATION: "wiener"}
 NOISE_STD = 0.1
 # The FSC mask: the auto-mask of the halves' average, widened and softened as RELION users do
 # (the molecule's edge is uncertain; a sharp mask would correlate the halves by itself).
@@ -62,18 +69,20 @@ def fsc_mask(half1: Map, half2: Map) -> np.ndarray | None:
     return mask
 
 
-def halves_channels(half1: Map, half2: Map) -> np.ndarray:
-    """The (2, Z, Y, X) float32 input of a half-map model (see the module docstring)."""
+def halves_channels(half1: Map, half2: Map, weighting: str = "relion") -> np.ndarray:
+    """The (2, Z, Y, X) float32 input of a half-map model (see the module docstring); ``weighting``
+    as ``SharpeningFilter``'s: "relion", the baseline's filter, or "wiener"."""
     result = baseline_sharpening(half1, half2)
     difference = 0.5 * (half1.data - half2.data)
     if not np.any(difference):
         raise InputError("the two half maps are identical, so their noise cannot be measured; give the two "
                          "independently refined half maps")
-    noise = result.filter.apply(difference)
+    gain = dataclasses.replace(result.filter, weighting=weighting)
+    noise = gain.apply(difference)
     scale = float(np.std(noise, dtype=np.float64)) / NOISE_STD
     if not (np.isfinite(scale) and scale > 0):
         raise InputError("the two half maps share no signal at any resolution (their FSC is below 0.143 from the "
                          "lowest shell), so there is nothing to enhance; check that they are two halves of one map")
-    baseline = result.map.data
+    baseline = result.map.data if weighting == "relion" else gain.apply(0.5 * (half1.data + half2.data))
     offset = float(np.median(baseline))
     return np.stack([(baseline - offset) / scale, noise / scale]).astype(np.float32, copy=False)

@@ -323,7 +323,8 @@ def _enhance(source: Map, halves: tuple[Map, Map] | None, mask: Map | None, mode
     devices = resolve_devices(options.gpu_ids)
     # (Z, Y, X), or (C, Z, Y, X) for a half-map model
     # (a half-map model may read channel 0 alone: the noise channel's ablation, train.config)
-    normalised = (halves_input.halves_channels(*halves)[:model.network.in_channels] if takes_halves(model)
+    normalised = (halves_input.halves_channels(*halves, halves_input.WEIGHTING[model.metadata["normalization"]])
+                  [:model.network.in_channels] if takes_halves(model)
                   else _normalise(source.data, options, mask, None if recipe.legacy else halves))
     region = mask.data.astype(np.float32) if mask is not None else (
         solvent_free_region(source.data, voxel_size) if recipe.skip_solvent else None)

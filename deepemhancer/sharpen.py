@@ -27,6 +27,7 @@ log = logging.getLogger("deepemhancer")
 
 AUTO_LOW_RESOLUTION = 10.0  # Å: RELION's default low end of the Guinier fit
 LOWPASS_EDGE_SHELLS = 2.0  # RELION's default width of the low-pass edge, in Fourier shells
+WEIGHTINGS = ("relion", "wiener")  # SharpeningFilter.weighting
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,14 @@ class SharpeningFilter:
     """The radial Fourier gain ``sharpen`` applies, so that other maps on the same grid (the halves'
     difference, for half-map models) can be filtered exactly alike.
 
-    Gain at frequency s: sqrt(2 FSC / (1 + FSC)) / MTF, and when ``resolution`` is set also
-    exp(b_factor s² / 4) times a raised-cosine low-pass at the resolution.
+    weighting "relion" (the baseline): gain at frequency s sqrt(2 FSC / (1 + FSC)) / MTF, and when
+    ``resolution`` is set also exp(b_factor s² / 4) times a raised-cosine low-pass at the resolution.
+    weighting "wiener" (the input of half-map models that keep the shells beyond the resolution):
+    2 FSC' / (1 + FSC') / MTF, the Wiener gain of the halves' average (its SNR is 2 FSC / (1 - FSC)),
+    with FSC' the curve made non-increasing, so that chance rises of a noisy curve past its fall count
+    as no signal; when ``resolution`` is set also the B-factor's exp(b_factor s² / 4), held at its
+    value at the resolution beyond it, and no low-pass: the shells beyond keep what signal they hold,
+    weighted down as their FSC falls.
     """
 
     voxel_size: float
@@ -110,21 +117,30 @@ class SharpeningFilter:
     resolution: float | None = None  # None: the FSC weighting (and MTF) only
     mtf: np.ndarray | None = None
     mtf_pixel_size: float | None = None
+    weighting: str = "relion"
+
+    def __post_init__(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise InputError(f"weighting must be one of {', '.join(WEIGHTINGS)}, not {self.weighting!r}")
 
     def gain(self, shape: tuple[int, ...]) -> np.ndarray:
         """The gain on the rfftn grid of a volume of ``shape`` (float32)."""
         frequency = radial_frequency_grid(shape, self.voxel_size)
         # The DC term (not in the curve) holds the mean, which both halves share: weight 1.
-        correlation = np.interp(frequency, np.r_[0.0, self.fsc.frequency], np.r_[1.0, self.fsc.correlation])
-        gain = fsc_weight(correlation)
+        wiener = self.weighting == "wiener"
+        curve = np.minimum.accumulate(self.fsc.correlation) if wiener else self.fsc.correlation
+        correlation = np.interp(frequency, np.r_[0.0, self.fsc.frequency], np.r_[1.0, curve])
+        gain = fsc_weight(correlation) ** 2 if wiener else fsc_weight(correlation)
         if self.mtf is not None:
             gain /= _mtf_on_grid(self.mtf, frequency, self.voxel_size, self.mtf_pixel_size)
         if self.resolution is not None:
             edge = LOWPASS_EDGE_SHELLS / (max(shape) * self.voxel_size)  # metrics' shell width
-            # Cap the frequency at the filter's end: beyond it the filter is 0 and exp() may overflow.
+            # The B-factor's gain stops rising at the low-pass's end (beyond it the relion filter is 0 and
+            # exp() may overflow; the wiener filter holds it there).
             capped = np.minimum(frequency, 1.0 / self.resolution + 0.5 * edge).astype(np.float64)
-            gain = gain * raised_cosine_lowpass(frequency, 1.0 / self.resolution, edge) \
-                * np.exp(self.b_factor / 4.0 * capped ** 2)
+            gain = gain * np.exp(self.b_factor / 4.0 * capped ** 2)
+            if not wiener:
+                gain = gain * raised_cosine_lowpass(frequency, 1.0 / self.resolution, edge)
         return gain.astype(np.float32)
 
     def apply(self, volume: np.ndarray) -> np.ndarray:

@@ -124,11 +124,11 @@ def default_model_name(halves: bool = False) -> str:
 def accepted_normalizations(masked: bool, halves: bool) -> tuple[str, ...]:
     """The model normalisations a run can use: the masked one with a binary mask; else the
     noise one, and the half-map one when the run has two half maps."""
-    from deepemhancer.models.store import HALVES_NORMALIZATION
+    from deepemhancer.models.store import HALVES_NORMALIZATIONS
 
     if masked:
         return ("masked",)
-    return ("noise", HALVES_NORMALIZATION) if halves else ("noise",)
+    return ("noise", *HALVES_NORMALIZATIONS) if halves else ("noise",)
 
 
 def offered_choices(masked: bool, halves: bool) -> list[ModelChoice]:

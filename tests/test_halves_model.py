@@ -3,6 +3,7 @@ channels, the residual U-Net that starts from the sharpened map, and its path th
 the registry, the confidence map and training (pickle-free checkpoints)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 
@@ -12,14 +13,15 @@ import torch
 from scipy import ndimage
 
 from deepemhancer.errors import InputError
-from deepemhancer.halves_input import NORMALIZATION, baseline_sharpening, fsc_mask, halves_channels
+from deepemhancer.halves_input import baseline_sharpening, fsc_mask, halves_channels
 from deepemhancer.mapio import Geometry, Map
 from deepemhancer.models import registry
-from deepemhancer.models.store import save_model
+from deepemhancer.models.store import HALVES_NORMALIZATION, WIENER_HALVES_NORMALIZATION, save_model
 from deepemhancer.nn import UNet
 from deepemhancer.models.loaded import load_model
 from deepemhancer.pipeline import EnhanceOptions, enhance
-from deepemhancer.sharpen import sharpen
+from deepemhancer.metrics import FSCCurve, radial_frequency_grid
+from deepemhancer.sharpen import SharpeningFilter, sharpen
 from deepemhancer.train import dataset, loop
 
 from test_train import _tiny_config
@@ -43,10 +45,10 @@ def halves():
     return tuple(Map((density + rng.normal(0, 0.004, density.shape)).astype(np.float32), geometry) for _ in range(2))
 
 
-def _halves_model(tmp_path, residual=True, seed=0):
+def _halves_model(tmp_path, residual=True, seed=0, normalization=HALVES_NORMALIZATION):
     torch.manual_seed(seed)
     net = UNet(1.0, 2, [4, 8], 3, in_channels=2, residual=residual)
-    metadata = {"name": "tiny-halves", "architecture": net.architecture(), "normalization": NORMALIZATION,
+    metadata = {"name": "tiny-halves", "architecture": net.architecture(), "normalization": normalization,
                 "cube_size": 32, "stride": 16, "voxel_size": 1.0, "trained": True}
     return load_model(save_model(tmp_path / "tiny-halves.json", metadata, net.state_dict()))
 
@@ -59,6 +61,27 @@ def test_the_sharpening_filter_remakes_the_sharpened_map(halves):
     # the filter is linear: the difference map's filtered copy is the filtered difference
     difference = 0.5 * (halves[0].data - halves[1].data)
     assert np.allclose(result.filter.apply(2 * difference), 2 * result.filter.apply(difference), atol=1e-6)
+
+
+def test_the_wiener_weighting_keeps_the_shells_beyond_the_resolution_weighted_by_the_falling_fsc():
+    side, b_factor, resolution = 32, 40.0, 4.0
+    frequency = np.arange(1, side // 2 + 1) / side
+    # falls to 0.05 at 1/5.3 Å, rises again by chance to 0.3 beyond, falls to 0
+    correlation = np.interp(frequency, [0.0, 0.19, 0.3, 0.5], [1.0, 0.05, 0.3, 0.0])
+    curve = FSCCurve(frequency, correlation, np.ones_like(frequency), 1.0)
+    relion = SharpeningFilter(1.0, curve, b_factor=b_factor, resolution=resolution)
+    wiener = dataclasses.replace(relion, weighting="wiener")
+    s = np.abs(np.fft.fftfreq(side))[:side // 2 + 1]  # along one axis of the rfftn grid
+    line = (0, 0, slice(None))
+    fall = np.interp(s, np.r_[0.0, frequency], np.r_[1.0, np.minimum.accumulate(correlation)])
+    held = np.minimum(s, 1 / resolution + 1 / side)  # the low-pass's end: 2 shells wide, centred at 1/d
+    assert np.allclose(wiener.gain((side,) * 3)[line], 2 * fall / (1 + fall) * np.exp(b_factor / 4 * held ** 2),
+                       rtol=1e-5)
+    beyond = s > 1 / resolution + 1 / side
+    assert beyond.sum() >= 6 and not relion.gain((side,) * 3)[line][beyond].any()  # the baseline cuts them
+    assert np.all(wiener.gain((side,) * 3)[line][beyond & (s < 0.5)] > 0)
+    with pytest.raises(InputError, match="weighting must be one of relion, wiener"):
+        dataclasses.replace(relion, weighting="wienner")
 
 
 def _coarse_halves(side, noise=20.0):
@@ -116,6 +139,21 @@ def test_the_two_channels_are_the_sharpened_map_and_its_noise(halves):
         halves_channels(halves[0], halves[0])
 
 
+def test_wiener_channels_keep_the_shells_the_baseline_cuts_with_the_same_fsc_and_bfactor(halves):
+    result = baseline_sharpening(*halves)
+    wiener = dataclasses.replace(result.filter, weighting="wiener")
+    channels = halves_channels(*halves, "wiener")
+    assert _cc(channels[0], wiener.apply(0.5 * (halves[0].data + halves[1].data))) > 0.99999
+    assert float(channels[1].std()) == pytest.approx(0.1, rel=1e-4)
+    beyond = radial_frequency_grid((N,) * 3, 1.0) > 1 / result.resolution + 2 / N
+
+    def power_beyond(volume):
+        return float(np.sum(np.abs(np.fft.rfftn(volume))[beyond] ** 2) / np.sum(np.abs(np.fft.rfftn(volume)) ** 2))
+
+    assert power_beyond(halves_channels(*halves)[0]) < 1e-10 < power_beyond(channels[0])
+    assert power_beyond(channels[1]) > 1e-4  # the noise channel shows the network the noise there
+
+
 def test_an_untrained_residual_unet_returns_its_first_channel_and_scales_with_it():
     torch.manual_seed(0)
     net = UNet(1.0, 2, [4, 8], 3, in_channels=2, residual=True).eval()
@@ -150,6 +188,14 @@ def test_enhance_with_a_half_map_model_starts_from_the_sharpened_map(tmp_path, h
         enhance(halves, model, EnhanceOptions(gpu_ids="-1", progress=False, noise_stats=(0.0, 1.0)))
 
 
+def test_enhance_with_a_wiener_half_map_model_starts_from_the_wiener_weighted_map(tmp_path, halves):
+    model = _halves_model(tmp_path, normalization=WIENER_HALVES_NORMALIZATION)
+    out = enhance(halves, model, EnhanceOptions(gpu_ids="-1", progress=False, skip_solvent=False))
+    wiener = dataclasses.replace(baseline_sharpening(*halves).filter, weighting="wiener")
+    expected = wiener.apply(0.5 * (halves[0].data + halves[1].data))
+    assert _cc(out.data, expected) > 0.9999 and _cc(out.data, baseline_sharpening(*halves).map.data) < 0.999
+
+
 def test_confidence_of_a_half_map_model_uses_augmented_pairs(tmp_path, halves):
     from deepemhancer.confidence import enhance_with_confidence
 
@@ -166,11 +212,12 @@ def test_confidence_of_a_half_map_model_uses_augmented_pairs(tmp_path, halves):
 def test_the_registry_prefers_the_half_map_default_when_halves_are_given(tmp_path, monkeypatch):
     bundled = tmp_path / "bundled"
     bundled.mkdir()
-    for name, normalization in (("single", "noise"), ("pairs", NORMALIZATION)):
-        net = UNet(1.0, 2, [4, 8], 3, in_channels=2 if normalization == NORMALIZATION else 1)
+    for name, normalization, default in (("single", "noise", True), ("a-pairs", HALVES_NORMALIZATION, False),
+                                         ("pairs", WIENER_HALVES_NORMALIZATION, True)):
+        net = UNet(1.0, 2, [4, 8], 3, in_channels=1 if normalization == "noise" else 2)
         save_model(bundled / f"{name}.json", {"name": name, "architecture": net.architecture(),
                                               "normalization": normalization, "cube_size": 32, "stride": 16,
-                                              "voxel_size": 1.0, "trained": True, "default": True},
+                                              "voxel_size": 1.0, "trained": True, "default": default},
                    net.state_dict())
     monkeypatch.setattr(registry, "bundled_dir", lambda: bundled)
     monkeypatch.setenv("HOME", str(tmp_path))  # no official weights
@@ -187,12 +234,21 @@ def test_two_channel_cubes_keep_their_channels_aligned():
         assert np.array_equal(moved[c], dataset.apply_symmetry(volume[c], symmetry))
 
 
+def test_a_wiener_half_map_model_trains_on_the_wiener_channels_and_says_so(tmp_path):
+    config = _tiny_config(tmp_path, 2)
+    config.inputs, config.residual = WIENER_HALVES_NORMALIZATION, True
+    metadata = json.loads(loop.train(config).model_json.read_text())
+    assert metadata["normalization"] == WIENER_HALVES_NORMALIZATION and metadata["architecture"]["in_channels"] == 2
+    cached = sorted((tmp_path / "run").rglob("*.npz"))
+    assert cached and all("_wiener-halves-" in path.name for path in cached)  # never read as the other input
+
+
 def test_training_a_residual_half_map_model_and_resuming_without_pickle(tmp_path):
     config = _tiny_config(tmp_path, 6)
     config.inputs, config.residual, config.checkpoint_every = "sharpened-halves", True, 3
     result = loop.train(config)
     metadata = json.loads(result.model_json.read_text())
-    assert metadata["normalization"] == NORMALIZATION and metadata["architecture"]["in_channels"] == 2
+    assert metadata["normalization"] == HALVES_NORMALIZATION and metadata["architecture"]["in_channels"] == 2
     run = tmp_path / "run"
     assert (run / loop.CHECKPOINT).suffix == ".safetensors"
 
@@ -220,7 +276,7 @@ def test_the_noise_channel_ablation_trains_and_enhances_from_the_sharpened_avera
     config.inputs, config.residual, config.noise_channel = "sharpened-halves", True, False
     result = loop.train(config)
     metadata = json.loads(result.model_json.read_text())
-    assert metadata["normalization"] == NORMALIZATION and metadata["architecture"]["in_channels"] == 1
+    assert metadata["normalization"] == HALVES_NORMALIZATION and metadata["architecture"]["in_channels"] == 1
     model = load_model(result.model_json)
     assert model.network.in_channels == 1
     # enhance gives it channel 0 of the half-map input: with its correction zeroed it is the baseline

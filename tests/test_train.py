@@ -125,10 +125,11 @@ def test_an_empty_box_shares_only_a_coarse_background_and_asks_for_nothing(tmp_p
     assert channels.shape == (2, *sim.half1.shape) and not target.any()
 
 
-def test_phase_randomised_halves_share_nothing_beyond_their_limit_and_the_target_follows(tmp_path):
+@pytest.mark.parametrize("end", [1.0, 1.15])  # a target reaching past d never reaches past d_r
+def test_phase_randomised_halves_share_nothing_beyond_their_limit_and_the_target_follows(tmp_path, end):
     path = write_structure(tmp_path / "AAAA_target.pdb", 5)
     plain = simulate.simulate(path, np.random.default_rng(6), resolution=3.0)
-    settings = simulate.SimulationSettings(phase_randomised_probability=1.0)
+    settings = simulate.SimulationSettings(phase_randomised_probability=1.0, target_lowpass_end=end)
     sim = simulate.simulate(path, np.random.default_rng(6), settings, resolution=3.0)
     limit = sim.phases_randomised_beyond
     assert 3.0 <= limit <= 7.5
@@ -149,6 +150,21 @@ def test_phase_randomised_halves_share_nothing_beyond_their_limit_and_the_target
     assert sim.local_resolution.min() >= limit - 1e-4
     power = shell_power(sim.target)
     assert power[int(np.ceil(n / limit)) + 1:].sum() < 1e-3 * power.sum()
+
+
+def test_the_target_lowpass_end_moves_the_edge_past_the_local_resolution():
+    rng = np.random.default_rng(0)
+    volume = rng.standard_normal((48, 48, 48)).astype(np.float32)
+    f = np.fft.fftfreq(48)
+    s = np.sqrt(f[:, None, None] ** 2 + f[None, :, None] ** 2 + f[None, None, :] ** 2)
+    local = np.full(volume.shape, 6.0, dtype=np.float32)
+    for end in (1.0, 1.2):
+        spectrum = np.abs(np.fft.fftn(simulate.locally_lowpassed(volume, local, end))) ** 2
+        assert spectrum[s > end / 6.0 + 1e-6].sum() < 1e-8 * spectrum.sum()  # nothing past end / d
+        edge = spectrum[(s > 1 / 6.0 + 1e-6) & (s < 1.2 / 6.0 - 0.005)].sum()  # past d: only the wider edge
+        assert (edge > 1e-3 * spectrum.sum()) == (end > 1.0)
+    with pytest.raises(InputError, match="target_lowpass_end"):
+        simulate.simulate(Path("unused.pdb"), rng, simulate.SimulationSettings(target_lowpass_end=0.8))
 
 
 def test_locally_lowpassed_removes_detail_beyond_the_local_resolution():

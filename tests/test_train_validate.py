@@ -60,11 +60,11 @@ def test_simulated_halves_are_two_independent_pairs_of_one_signal(tmp_path):
 
 
 def test_a_half_map_model_is_checked_on_two_independent_pairs(tmp_path):
-    from deepemhancer.halves_input import NORMALIZATION
+    from deepemhancer.models.store import HALVES_NORMALIZATION
 
     torch.manual_seed(0)
     net = UNet(1.0, 2, [4, 8], 3, in_channels=2, residual=True)
-    metadata = {"name": "tiny-halves", "architecture": net.architecture(), "normalization": NORMALIZATION,
+    metadata = {"name": "tiny-halves", "architecture": net.architecture(), "normalization": HALVES_NORMALIZATION,
                 "cube_size": 32, "stride": 16, "voxel_size": 1.0, "trained": True}
     model = load_model(save_model(tmp_path / "tiny-halves.json", metadata, net.state_dict()))
     path = write_structure(tmp_path / "AAAA_target.pdb", 5)

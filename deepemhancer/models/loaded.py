@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from .store import HALVES_NORMALIZATION, load_network
+from .store import HALVES_NORMALIZATIONS, load_network
 
 if TYPE_CHECKING:  # torch is loaded with the network (load_network), not to name its type
     import torch
@@ -44,4 +44,4 @@ def load_model(json_path: str | Path) -> Model:
 
 def takes_halves(model: Model) -> bool:
     """Whether the model takes two half maps (it measures the noise from their difference)."""
-    return model.metadata["normalization"] == HALVES_NORMALIZATION
+    return model.metadata["normalization"] in HALVES_NORMALIZATIONS

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 from ..files import write_atomic
-from .store import HALVES_NORMALIZATION, check_writable_models_folder, read_metadata
+from .store import HALVES_NORMALIZATIONS, check_writable_models_folder, read_metadata
 
 log = logging.getLogger("deepemhancer")
 
@@ -203,9 +203,11 @@ def _from_folder(folder: Path, name: str | None) -> Path:
     return _model_file(found[name])
 
 
-def _default_bundled(normalization: str = "noise") -> Path | None:
-    """The bundled model with this normalisation whose metadata says "default": true, else the first such."""
-    infos = sorted((i for i in _infos_in(bundled_dir(), "bundled") if i.normalization == normalization), key=_sort_key)
+def _default_bundled(normalizations: tuple[str, ...] = ("noise",)) -> Path | None:
+    """The bundled model with one of these normalisations whose metadata says "default": true, else the
+    first such."""
+    infos = sorted((i for i in _infos_in(bundled_dir(), "bundled") if i.normalization in normalizations),
+                   key=_sort_key)
     for info in infos:
         if read_metadata(info.json_path).get("default") is True:
             return info.json_path
@@ -267,13 +269,13 @@ def resolve_model(name: str | None = None, model_path: str | Path | None = None,
             log.warning("%s; using the bundled model meanwhile (`deepemhancer models download` replaces a "
                         "damaged official file)", error)
     if name is None:
-        default = (_default_bundled(HALVES_NORMALIZATION) if halves else None) or _default_bundled()
+        default = (_default_bundled(HALVES_NORMALIZATIONS) if halves else None) or _default_bundled()
         if default is None:
             raise ModelError(f"no model is installed; {HOW_TO_GET}")
         return default
     found = _by_name(name)
     if found is None and masked:
-        found = _default_bundled("masked")
+        found = _default_bundled(("masked",))
     if found is None:
         listed = ", ".join(available_names()) or "none"
         raise ModelError(f"unknown model {name!r} (available: {listed}); {HOW_TO_GET}")

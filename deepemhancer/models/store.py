@@ -5,7 +5,7 @@ The JSON holds::
     format: "deepemhancer-model", format_version: 1, name, description,
     architecture: {"type": "keras_graph", "model_config": {...}} or {"type": "unet", ...},
     normalization: "noise" (noise mean 0, std 0.1), "masked" (median / 10-95 percentile range) or
-        "sharpened-halves" (two channels from the half maps, see halves_input.py),
+        "sharpened-halves" or "wiener-halves" (two channels from the half maps, see halves_input.py),
     cube_size, stride, voxel_size (Å), trained (bool), source: {file, sha256, ...} (optional)
 
 No code is ever read from a model file.
@@ -27,7 +27,10 @@ if TYPE_CHECKING:  # torch is imported where weights are handled, not to read a 
 FORMAT = "deepemhancer-model"
 FORMAT_VERSION = 1
 HALVES_NORMALIZATION = "sharpened-halves"  # two input channels from the half maps (halves_input.py)
-NORMALIZATIONS = ("noise", "masked", HALVES_NORMALIZATION)
+# The same two channels Wiener-weighted, keeping the shells beyond the FSC-0.143 resolution (halves_input.py)
+WIENER_HALVES_NORMALIZATION = "wiener-halves"
+HALVES_NORMALIZATIONS = (HALVES_NORMALIZATION, WIENER_HALVES_NORMALIZATION)
+NORMALIZATIONS = ("noise", "masked", *HALVES_NORMALIZATIONS)
 REQUIRED_KEYS = ("name", "architecture", "normalization", "cube_size", "stride", "voxel_size")
 # Bounds on what a model file may ask for: each drives an allocation (official models: 64³ cubes,
 # stride 16, 1 Å, about 7 million parameters).

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InputError
-from ..models.store import HALVES_NORMALIZATION
+from ..models.store import HALVES_NORMALIZATIONS
 from ..nn.unet import SAMPLINGS
 from .simulate import SimulationSettings
 
 LOSSES = ("l1", "mse", "smooth_l1")
-INPUTS = ("average", HALVES_NORMALIZATION)  # the half-map models' input is named as their normalisation
+INPUTS = ("average", *HALVES_NORMALIZATIONS)  # the half-map models' input is named as their normalisation
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -32,9 +32,10 @@ class TrainConfig:
     realisations: int = 1  # simulated maps per structure (different seeds)
     target: str = "tight"
     # "average": the halves' average, noise-normalised (single-map models); "sharpened-halves": the
-    # B-factor-sharpened average and the sharpened half difference (halves_input.py)
+    # B-factor-sharpened average and the sharpened half difference; "wiener-halves": the same two
+    # Wiener-weighted, keeping the shells beyond the halves' resolution (halves_input.py)
     inputs: str = "average"
-    # "sharpened-halves" only: false leaves out channel 1 (the half-map noise), the ablation of that
+    # Half-map inputs only: false leaves out channel 1 (the half-map noise), the ablation of that
     # channel (the network then sees the sharpened average alone)
     noise_channel: bool = True
     out: str = ".train/run"
@@ -94,8 +95,8 @@ class TrainConfig:
             raise InputError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.inputs not in INPUTS:
             raise InputError(f"inputs must be one of {', '.join(INPUTS)}, not {self.inputs!r}")
-        if not self.noise_channel and self.inputs != HALVES_NORMALIZATION:
-            raise InputError(f"noise_channel = false needs inputs = {HALVES_NORMALIZATION!r}: only half-map "
+        if not self.noise_channel and self.inputs not in HALVES_NORMALIZATIONS:
+            raise InputError(f"noise_channel = false needs inputs = one of {', '.join(HALVES_NORMALIZATIONS)}: only half-map "
                              "models have a noise channel to leave out")
         if self.target not in ("tight", "wide"):
             raise InputError(f"target must be 'tight' or 'wide', not {self.target!r}")

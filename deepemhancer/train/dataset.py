@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..halves_input import RECIPE as HALVES_RECIPE, halves_channels
+from ..halves_input import RECIPE as HALVES_RECIPE, WEIGHTING, halves_channels
 from ..mapio import Geometry, Map
 from .simulate import SimulatedMap, SimulationSettings, simulate
 
@@ -52,14 +52,14 @@ def structure_seed(name: str, seed: int) -> int:
 def training_pair(sim: SimulatedMap, inputs: str) -> tuple[np.ndarray, np.ndarray]:
     """(input, target) of one simulated map for a model that takes ``inputs``.
 
-    "average": the normalised average and the target as simulated. "sharpened-halves": the
-    half-map model's two channels, and the target scaled by least squares to the sharpened
+    "average": the normalised average and the target as simulated. "sharpened-halves" or
+    "wiener-halves": the half-map model's two channels, and the target scaled by least squares to the sharpened
     channel, so that a residual network starting from that channel starts at the right scale.
     """
     if inputs == "average":
         return sim.input, sim.target
     geometry = Geometry.for_grid(sim.half1.shape, 1.0)
-    channels = halves_channels(Map(sim.half1, geometry), Map(sim.half2, geometry))
+    channels = halves_channels(Map(sim.half1, geometry), Map(sim.half2, geometry), WEIGHTING[inputs])
     target = sim.target.astype(np.float64)
     scale = float(np.vdot(channels[0], target) / max(np.vdot(target, target), 1e-12))
     return channels, (max(scale, 1e-6) * target).astype(np.float32)

@@ -26,8 +26,8 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import InputError
 from ..files import atomic_path
-from ..halves_input import CHANNELS as HALVES_CHANNELS, NORMALIZATION as HALVES_NORMALIZATION
-from ..models.store import save_model
+from ..halves_input import CHANNELS as HALVES_CHANNELS
+from ..models.store import HALVES_NORMALIZATIONS, save_model
 from ..nn import UNet, count_parameters
 from .config import TrainConfig
 from .dataset import CubeStream, build_pool, fixed_cubes, split_structures
@@ -103,7 +103,7 @@ def build_network(config: TrainConfig) -> UNet:
 
 def input_channels(config: TrainConfig) -> int:
     """How many input channels the config's network reads: the half-map input's first channel or both."""
-    return HALVES_CHANNELS if config.inputs == HALVES_NORMALIZATION and config.noise_channel else 1
+    return HALVES_CHANNELS if config.inputs in HALVES_NORMALIZATIONS and config.noise_channel else 1
 
 
 def training_device(name: str) -> torch.device:
@@ -199,7 +199,7 @@ def export(network: torch.nn.Module, config: TrainConfig, json_path: Path, step:
     description = config.description or (
         f"CPU-trained small model ({count_parameters(network):,} parameters, {step} steps); simulated "
         f"{config.target}-target training data; see docs/models/{config.name}.md")
-    normalization = HALVES_NORMALIZATION if config.inputs == HALVES_NORMALIZATION else "noise"
+    normalization = config.inputs if config.inputs in HALVES_NORMALIZATIONS else "noise"
     metadata = {"name": config.name, "description": description, "architecture": network.architecture(),
                 "normalization": normalization, "cube_size": 64, "stride": EXPORT_STRIDE, "voxel_size": 1.0,
                 "trained": True, "default": False,
@@ -244,7 +244,7 @@ def train(config: TrainConfig, resume: bool = True, pool_cache: Path | None = No
                            config.validation_cube, config.validation_cubes, config.on_molecule, config.seed)
                if monitor_paths and config.validation_cubes else None)
     log.info("pool of %d simulated maps ready in %.0f s", len(pool), time.monotonic() - started)
-    if config.inputs == HALVES_NORMALIZATION and not config.noise_channel:  # the same cached maps, channel 0
+    if config.inputs in HALVES_NORMALIZATIONS and not config.noise_channel:  # the same cached maps, channel 0
         pool = [dataclasses.replace(entry, input=entry.input[:1]) for entry in pool]
         monitor = None if monitor is None else (monitor[0][:, :1], monitor[1])
 

@@ -73,6 +73,9 @@ class SimulationSettings:
     mask_percentile: float = 95.0
     wide_dilation: float = 4.0
     max_local_resolution_factor: float = 2.5
+    # The target's low-pass at local resolution d falls from 1 at 0.85 / d to 0 at this / d (1/Å):
+    # 1 keeps the target coarser than d; above 1 it reaches past d, as RELION's edge centred at d does.
+    target_lowpass_end: float = 1.0
     # Half maps whose phases beyond a resolution d_r are replaced by random ones (amplitudes kept),
     # with the target limited to d_r: teaches the network not to make detail the data do not carry.
     phase_randomised_probability: float = 0.0
@@ -217,19 +220,19 @@ def local_resolution_map(positions_zyx: np.ndarray, b_factors: np.ndarray, side:
     return np.where(weight > 1e-3, total / np.maximum(weight, 1e-12), worst).astype(np.float32)
 
 
-def lowpass(volume: np.ndarray, resolution: float) -> np.ndarray:
-    """A raised-cosine low-pass falling from 1 at 0.85 / resolution to 0 at 1 / resolution (1/Å)."""
+def lowpass(volume: np.ndarray, resolution: float, end: float = 1.0) -> np.ndarray:
+    """A raised-cosine low-pass falling from 1 at 0.85 / resolution to 0 at end / resolution (1/Å)."""
     s = radial_frequency_grid(volume.shape, VOXEL)
-    cutoff, start = 1.0 / resolution, 0.85 / resolution
+    cutoff, start = end / resolution, 0.85 / resolution
     gain = np.clip((cutoff - s) / (cutoff - start), 0.0, 1.0)
     gain = 0.5 - 0.5 * np.cos(np.pi * gain)
     transform = scipy.fft.rfftn(volume, workers=-1) * gain.astype(np.float32)
     return scipy.fft.irfftn(transform, s=volume.shape, workers=-1).astype(np.float32)
 
 
-def locally_lowpassed(volume: np.ndarray, local_resolution: np.ndarray) -> np.ndarray:
-    """``volume`` low-passed voxel by voxel to ``local_resolution``: linear interpolation, in 1/d,
-    between copies low-passed on a ladder of resolutions."""
+def locally_lowpassed(volume: np.ndarray, local_resolution: np.ndarray, end: float = 1.0) -> np.ndarray:
+    """``volume`` low-passed voxel by voxel to ``local_resolution`` (``lowpass``'s ``end``): linear
+    interpolation, in 1/d, between copies low-passed on a ladder of resolutions."""
     ladder = np.unique(np.clip(LADDER, float(local_resolution.min()), float(local_resolution.max())))
     frequencies = np.sort(1.0 / ladder)  # increasing, as np.interp needs
     wanted = 1.0 / local_resolution
@@ -237,7 +240,7 @@ def locally_lowpassed(volume: np.ndarray, local_resolution: np.ndarray) -> np.nd
     for k, f in enumerate(frequencies):
         weight = np.interp(wanted, frequencies, np.eye(len(frequencies))[k]).astype(np.float32)
         if np.any(weight > 0):
-            out += weight * lowpass(volume, float(1.0 / f))
+            out += weight * lowpass(volume, float(1.0 / f), end)
     return out
 
 
@@ -340,6 +343,8 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
     half-map models."""
     if target not in ("tight", "wide"):
         raise InputError(f"target must be 'tight' or 'wide', not {target!r}")
+    if not 0.85 < settings.target_lowpass_end <= 1.5:
+        raise InputError(f"target_lowpass_end must be above 0.85 and at most 1.5, not {settings.target_lowpass_end}")
     if settings.target_resolution not in TARGET_RESOLUTIONS:
         raise InputError(f"target_resolution must be one of {', '.join(TARGET_RESOLUTIONS)}, "
                          f"not {settings.target_resolution!r}")
@@ -386,12 +391,12 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
         half1, half2 = (randomise_phases(h, VOXEL, start, rng) for h in (half1, half2))
     supported = resolution if settings.target_resolution == "drawn" else shared_resolution(half1, half2)
     local = local_resolution_map(positions_zyx, b_factors, side, supported, settings.max_local_resolution_factor)
-    if randomised_beyond is not None:
-        local = np.maximum(local, np.float32(randomised_beyond))
+    if randomised_beyond is not None:  # the target's low-pass ends at d_r: nothing past it is shared
+        local = np.maximum(local, np.float32(randomised_beyond * max(settings.target_lowpass_end, 1.0)))
     mask = target_mask(lowpass(sharp, resolution), settings.mask_percentile,
                        0.0 if target == "tight" else settings.wide_dilation)
     # Masked first, then limited: the mask's edge would otherwise add detail finer than the data.
-    goal = locally_lowpassed(sharp * mask, local)
+    goal = locally_lowpassed(sharp * mask, local, settings.target_lowpass_end)
     goal /= max(float(np.percentile(goal[mask], 99)), 1e-12)  # scale: the protein's high values near 1
 
     extra = [signal + scale * coloured_noise(signal.shape, noise_b, rng) for _ in range(2 * extra_pairs)]

@@ -172,13 +172,13 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
     def _enhancesHalves(self) -> bool:
         """Whether each half map is also enhanced on its own: with the confidence map, from half maps,
         by a single-map model (a half-map model needs both halves for every prediction)."""
-        from deepemhancer.models.store import HALVES_NORMALIZATION
+        from deepemhancer.models.store import HALVES_NORMALIZATIONS
 
         from ..models import find_choice
 
         choice = find_choice(self.getModelName())
         return bool(self.confidence.get()) and self.usesHalfMaps() and not self.usesSet() \
-            and choice is not None and choice.normalization != HALVES_NORMALIZATION
+            and choice is not None and choice.normalization not in HALVES_NORMALIZATIONS
 
     def getModelName(self) -> str:
         """The chosen model; the recommended one is resolved for this run's input (models.default_model_name)."""
@@ -363,7 +363,7 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
         return self._maskGridErrors(mask, sources[0] if sources else None, "the map's")
 
     def _validateModel(self) -> list:
-        from deepemhancer.models.store import HALVES_NORMALIZATION
+        from deepemhancer.models.store import HALVES_NORMALIZATIONS
 
         from ..models import accepted_normalizations, find_choice, unknown_model_message
 
@@ -375,12 +375,12 @@ class ProtDeepEMhancer(HalfMapInput, ProtAnalysis3D):
             return [unknown_model_message(name) + "."]
         masked = self.normalization.get() == NORM_MASK
         if choice.normalization in accepted_normalizations(masked, self.usesHalfMaps()):
-            if choice.normalization == HALVES_NORMALIZATION and self.confidence.get() \
+            if choice.normalization in HALVES_NORMALIZATIONS and self.confidence.get() \
                     and AUGMENTATIONS[self.augmentations.get()] == "1":
                 return [f"Model {name!r} predicts from both half maps at once: a confidence map needs 8 or 24 "
                         "predictions of the map."]
             return []
-        if choice.normalization == HALVES_NORMALIZATION:
+        if choice.normalization in HALVES_NORMALIZATIONS:
             return [f"Model {name!r} takes two half maps: give them (or answer Yes to 'Use its half maps "
                     f"instead?'), or choose a model for one map."]
         return [f"Model {name!r} expects {choice.normalization} normalisation but "
