@@ -105,8 +105,8 @@ class SharpeningFilter:
     ``resolution`` is set also exp(b_factor s² / 4) times a raised-cosine low-pass at the resolution.
     weighting "wiener" (the input of half-map models that keep the shells beyond the resolution):
     2 FSC' / (1 + FSC') / MTF, the Wiener gain of the halves' average (its SNR is 2 FSC / (1 - FSC)),
-    with FSC' the curve made non-increasing, so that chance rises of a noisy curve past its fall count
-    as no signal; when ``resolution`` is set also the B-factor's exp(b_factor s² / 4), held at its
+    with FSC' the curve made non-increasing from the resolution on, so that chance rises of a noisy
+    curve past its fall count as no signal; when ``resolution`` is set also the B-factor's exp(b_factor s² / 4), held at its
     value at the resolution beyond it, and no low-pass: the shells beyond keep what signal they hold,
     weighted down as their FSC falls.
     """
@@ -128,7 +128,10 @@ class SharpeningFilter:
         frequency = radial_frequency_grid(shape, self.voxel_size)
         # The DC term (not in the curve) holds the mean, which both halves share: weight 1.
         wiener = self.weighting == "wiener"
-        curve = np.minimum.accumulate(self.fsc.correlation) if wiener else self.fsc.correlation
+        curve = self.fsc.correlation
+        if wiener:  # non-increasing from the resolution on (below it the curve is taken as measured)
+            start = 0 if self.resolution is None else int(np.searchsorted(self.fsc.frequency, 1.0 / self.resolution))
+            curve = np.r_[curve[:start], np.minimum.accumulate(curve[start:])]
         correlation = np.interp(frequency, np.r_[0.0, self.fsc.frequency], np.r_[1.0, curve])
         gain = fsc_weight(correlation) ** 2 if wiener else fsc_weight(correlation)
         if self.mtf is not None:

@@ -66,14 +66,17 @@ def test_the_sharpening_filter_remakes_the_sharpened_map(halves):
 def test_the_wiener_weighting_keeps_the_shells_beyond_the_resolution_weighted_by_the_falling_fsc():
     side, b_factor, resolution = 32, 40.0, 4.0
     frequency = np.arange(1, side // 2 + 1) / side
-    # falls to 0.05 at 1/5.3 Å, rises again by chance to 0.3 beyond, falls to 0
-    correlation = np.interp(frequency, [0.0, 0.19, 0.3, 0.5], [1.0, 0.05, 0.3, 0.0])
+    # a dip before d (kept as measured); past d (0.143 at 1/4 Å) down to 0.02, a chance rise to 0.2, then 0
+    correlation = np.interp(frequency, [0.0, 0.1, 0.15, 0.25, 0.32, 0.4, 0.5], [1.0, 0.5, 0.6, 0.143, 0.02, 0.2, 0.0])
     curve = FSCCurve(frequency, correlation, np.ones_like(frequency), 1.0)
     relion = SharpeningFilter(1.0, curve, b_factor=b_factor, resolution=resolution)
     wiener = dataclasses.replace(relion, weighting="wiener")
     s = np.abs(np.fft.fftfreq(side))[:side // 2 + 1]  # along one axis of the rfftn grid
     line = (0, 0, slice(None))
-    fall = np.interp(s, np.r_[0.0, frequency], np.r_[1.0, np.minimum.accumulate(correlation)])
+    past = frequency >= 1 / resolution
+    falling = np.r_[correlation[~past], np.minimum.accumulate(correlation[past])]
+    assert np.any(np.diff(falling[~past]) > 0) and np.any(np.diff(correlation[past]) > 0)  # both rises are there
+    fall = np.interp(s, np.r_[0.0, frequency], np.r_[1.0, falling])
     held = np.minimum(s, 1 / resolution + 1 / side)  # the low-pass's end: 2 shells wide, centred at 1/d
     assert np.allclose(wiener.gain((side,) * 3)[line], 2 * fall / (1 + fall) * np.exp(b_factor / 4 * held ** 2),
                        rtol=1e-5)
