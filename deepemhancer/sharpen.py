@@ -105,8 +105,9 @@ class SharpeningFilter:
     ``resolution`` is set also exp(b_factor s² / 4) times a raised-cosine low-pass at the resolution.
     weighting "wiener" (the input of half-map models that keep the shells beyond the resolution):
     2 FSC' / (1 + FSC') / MTF, the Wiener gain of the halves' average (its SNR is 2 FSC / (1 - FSC)),
-    with FSC' the curve made non-increasing from the resolution on, so that chance rises of a noisy
-    curve past its fall count as no signal; when ``resolution`` is set also the B-factor's exp(b_factor s² / 4), held at its
+    with FSC' the curve made non-increasing past the "relion" low-pass's end, so that chance rises of
+    a noisy curve past its fall count as no signal (up to there it is weighted as measured, so that
+    the two gains are non-zero on the same shells there); when ``resolution`` is set also the B-factor's exp(b_factor s² / 4), held at its
     value at the resolution beyond it, and no low-pass: the shells beyond keep what signal they hold,
     weighted down as their FSC falls.
     """
@@ -126,18 +127,19 @@ class SharpeningFilter:
     def gain(self, shape: tuple[int, ...]) -> np.ndarray:
         """The gain on the rfftn grid of a volume of ``shape`` (float32)."""
         frequency = radial_frequency_grid(shape, self.voxel_size)
-        # The DC term (not in the curve) holds the mean, which both halves share: weight 1.
         wiener = self.weighting == "wiener"
+        edge = LOWPASS_EDGE_SHELLS / (max(shape) * self.voxel_size)  # metrics' shell width
         curve = self.fsc.correlation
-        if wiener:  # non-increasing from the resolution on (below it the curve is taken as measured)
-            start = 0 if self.resolution is None else int(np.searchsorted(self.fsc.frequency, 1.0 / self.resolution))
+        if wiener:  # non-increasing past the relion low-pass's end (up to it the curve is taken as measured)
+            end = 0.0 if self.resolution is None else 1.0 / self.resolution + 0.5 * edge
+            start = int(np.searchsorted(self.fsc.frequency, end, side="right"))
             curve = np.r_[curve[:start], np.minimum.accumulate(curve[start:])]
+        # The DC term (not in the curve) holds the mean, which both halves share: weight 1.
         correlation = np.interp(frequency, np.r_[0.0, self.fsc.frequency], np.r_[1.0, curve])
         gain = fsc_weight(correlation) ** 2 if wiener else fsc_weight(correlation)
         if self.mtf is not None:
             gain /= _mtf_on_grid(self.mtf, frequency, self.voxel_size, self.mtf_pixel_size)
         if self.resolution is not None:
-            edge = LOWPASS_EDGE_SHELLS / (max(shape) * self.voxel_size)  # metrics' shell width
             # The B-factor's gain stops rising at the low-pass's end (beyond it the relion filter is 0 and
             # exp() may overflow; the wiener filter holds it there).
             capped = np.minimum(frequency, 1.0 / self.resolution + 0.5 * edge).astype(np.float64)

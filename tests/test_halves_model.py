@@ -73,7 +73,7 @@ def test_the_wiener_weighting_keeps_the_shells_beyond_the_resolution_weighted_by
     wiener = dataclasses.replace(relion, weighting="wiener")
     s = np.abs(np.fft.fftfreq(side))[:side // 2 + 1]  # along one axis of the rfftn grid
     line = (0, 0, slice(None))
-    past = frequency >= 1 / resolution
+    past = frequency > 1 / resolution + 1 / side  # past the relion low-pass's end (2 shells wide, centred at 1/d)
     falling = np.r_[correlation[~past], np.minimum.accumulate(correlation[past])]
     assert np.any(np.diff(falling[~past]) > 0) and np.any(np.diff(correlation[past]) > 0)  # both rises are there
     fall = np.interp(s, np.r_[0.0, frequency], np.r_[1.0, falling])
@@ -83,6 +83,12 @@ def test_the_wiener_weighting_keeps_the_shells_beyond_the_resolution_weighted_by
     beyond = s > 1 / resolution + 1 / side
     assert beyond.sum() >= 6 and not relion.gain((side,) * 3)[line][beyond].any()  # the baseline cuts them
     assert np.all(wiener.gain((side,) * 3)[line][beyond & (s < 0.5)] > 0)
+    # Halves sharing almost nothing (an empty box: the FSC below 0.143 in the first shell, the resolution
+    # the box) keep, as the baseline does, the few shells up to its low-pass's end.
+    nothing = FSCCurve(frequency, np.r_[-0.01, 0.25, 0.2, np.zeros(side // 2 - 3)], np.ones_like(frequency), 1.0)
+    for weighting in ("relion", "wiener"):
+        low = SharpeningFilter(1.0, nothing, resolution=float(side), weighting=weighting).gain((side,) * 3)
+        assert np.count_nonzero(low) > 1  # more than the mean
     with pytest.raises(InputError, match="weighting must be one of relion, wiener"):
         dataclasses.replace(relion, weighting="wienner")
 

@@ -17,7 +17,7 @@ from scipy import stats
 from deepemhancer.cli import main
 from deepemhancer.confidence import augmentations, enhance_with_confidence
 from deepemhancer.errors import InputError
-from deepemhancer.halves_input import halves_channels
+from deepemhancer.halves_input import WEIGHTING, halves_channels
 from deepemhancer.mapio import Geometry, Map, read_map, write_map
 from deepemhancer.metrics import HalvesCheck, fsc, halves_check, share_text, shared_power
 from deepemhancer.models.registry import bundled_dir
@@ -595,13 +595,14 @@ def test_the_half_map_model_makes_nothing_of_size_from_independent_noise(halves_
     (measured over 16 draws), so one draw alone cannot tell a fixed pattern from chance."""
     shape = (64, 64, 64)
     geometry = Geometry.for_grid(shape, 1.0)
+    weighting = WEIGHTING[halves_model.metadata["normalization"]]
     shared_beyond_4, kept = [], []
     for seeds in NOISE_DRAWS:
         quarters = [np.random.default_rng(s).normal(0.0, 1.0, shape).astype(np.float32) for s in seeds]
         ea, eb = _pair_enhancements(halves_model, quarters, 1.0)
         shared_beyond_4.append(float(shared_power(ea, eb, 1.0)[15:].sum()) / ea.size ** 2)  # Parseval: a mean square
         for enhanced, pair in ((ea, quarters[:2]), (eb, quarters[2:])):
-            baseline = halves_channels(*(as_map(h, geometry) for h in pair))[0]
+            baseline = halves_channels(*(as_map(h, geometry) for h in pair), weighting)[0]  # where it starts
             kept.append(float(np.mean(enhanced ** 2)) / float(np.mean(baseline ** 2)))
     assert np.mean(kept) < 0.5
     crop, sigma = example_crop
