@@ -1,6 +1,8 @@
 """What do the shells beyond the halves' FSC 0.143 hold? The B-factor-sharpened baseline of the
 half-map model (``halves_input.baseline_sharpening``) low-passed at that resolution, against the same
-filter (FSC weighting, B-factor) with its low-pass moved to finer resolutions, on the cases of the
+filter (FSC weighting, B-factor) with its low-pass moved to finer resolutions, and the Wiener-weighted
+map that keeps every shell (channel 0 of the "wiener-halves" models, ``SharpeningFilter``'s "wiener"
+weighting), on the cases of the
 LocScale side by side (the 8 smallest held-out structures at 3, 4.5 and 6 Å, EMD-3488's
 pseudo-halves), scored with the project's one scorer (``metrics.model_agreement``).
 
@@ -30,14 +32,15 @@ METRICS = ("fsc05", "cc_mask", "lc7")
 
 
 def variants(half1, half2) -> tuple[float, dict[str, np.ndarray]]:
-    """The halves' resolution and each variant's map: the baseline, the same filter cut finer, and
-    the raw average."""
+    """The halves' resolution and each variant's map: the baseline, the same filter cut finer, the
+    Wiener weighting and the raw average."""
     result = baseline_sharpening(half1, half2)
     average = 0.5 * (half1.data + half2.data)
     maps = {"baseline (cut at d)": result.map.data}
     for factor in CUTOFF_FACTORS:
         finer = dataclasses.replace(result.filter, resolution=factor * result.resolution)
         maps[f"cut at {factor:g} d"] = finer.apply(average)
+    maps["Wiener weighting, no cut"] = dataclasses.replace(result.filter, weighting="wiener").apply(average)
     maps["raw average"] = average
     return result.resolution, maps
 

@@ -5,10 +5,10 @@ sharpening as RELION's postprocess does it with an automatic mask (``baseline_sh
 halves' FSC inside a soft mask of the molecule made from their average, corrected by phase
 randomisation; FSC weighting, Guinier B fitted from 10 Å, or from twice the resolution for maps
 coarser than 5 Å, low-pass at the FSC-0.143 resolution);
-a residual network starts from it. Models whose JSON says ``"halves_weighting": "wiener"`` take
-instead the same average Wiener-weighted, keeping the shells beyond the FSC-0.143 resolution weighted
-down as the FSC falls (``SharpeningFilter``'s "wiener" weighting; same FSC, mask and B-factor), so that
-the network sees the weak signal there and can keep it where the data hold it.
+a residual network starts from it ("sharpened-halves" models). "wiener-halves" models take instead
+the same average Wiener-weighted, keeping the shells beyond the FSC-0.143 resolution weighted down as
+the FSC falls (``SharpeningFilter``'s "wiener" weighting; same FSC, mask and B-factor), so that the
+network sees the weak signal there and can keep it where the data hold it.
 Channel 1 is (half1 − half2) / 2 filtered by the same gain as channel 0:
 pure noise with the spectrum and the local level of the noise in channel 0, from which the network
 can judge where the data are good. Both are offset by channel 0's median (the solvent level of a

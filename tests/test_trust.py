@@ -588,8 +588,8 @@ NOISE_DRAWS = [(111, 112, 113, 114)] + [tuple(range(first, first + 4)) for first
 def test_the_half_map_model_makes_nothing_of_size_from_independent_noise(halves_model, example_crop):
     """Two pairs of pure-noise half maps whose lowest shells happen to pass FSC 0.143, so that the
     model does run, in eight draws. On average over the draws its output must keep less than half the
-    power of the baseline's own answer to that noise (B-factor sharpening lets the lowest shells
-    through; the bundled model keeps 9 %, the weights before it 11 % and 40 %, and single enhancements
+    power of its first channel's answer to that noise, the map it starts from (B-factor sharpening
+    lets the lowest shells through; the bundled model keeps 9 %, the weights before it 11 % and 40 %, and single enhancements
     range from 0 % to 65 %), and what the two enhancements share beyond 4 Å must be negligible beside what
     the model makes of a real map (under 1 % of its RMS): one draw scatters by about half that bound
     (measured over 16 draws), so one draw alone cannot tell a fixed pattern from chance."""
