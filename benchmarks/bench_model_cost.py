@@ -1,6 +1,6 @@
 """What one 64³ cube costs each bundled model on this machine (the network's forward pass), and what
-a half-map model's input preparation (B-factor sharpening of the average and the difference) adds
-per map. Runs alternate between models; medians are reported with the machine. Usage:
+a half-map model's input preparation (B-factor sharpening of the average and the difference, with
+each weighting: "relion" for sharpened-halves models, "wiener" for wiener-halves ones) adds per map. Runs alternate between models; medians are reported with the machine. Usage:
 
     python benchmarks/bench_model_cost.py                          # bundled open-tight-small vs open-halves
     python benchmarks/bench_model_cost.py --models a.json b.json --repeats 30 --threads 1
@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_enhance import machine_description  # noqa: E402
 
 from deepemhancer.halves_input import halves_channels  # noqa: E402
+from deepemhancer.sharpen import WEIGHTINGS  # noqa: E402
 from deepemhancer.mapio import Geometry, Map  # noqa: E402
 from deepemhancer.models.registry import bundled_dir  # noqa: E402
 from deepemhancer.models.loaded import load_model  # noqa: E402
@@ -44,8 +45,8 @@ def forward_seconds(model, repeats: int) -> list[float]:
     return times
 
 
-def preparation_seconds(side: int, repeats: int) -> float:
-    """Median seconds of ``halves_channels`` on two noisy half maps of ``side``³ voxels."""
+def preparation_seconds(side: int, repeats: int, weighting: str) -> float:
+    """Median seconds of ``halves_channels`` (with ``weighting``) on two noisy half maps of ``side``³ voxels."""
     rng = np.random.default_rng(0)
     from scipy import ndimage
 
@@ -55,7 +56,7 @@ def preparation_seconds(side: int, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        halves_channels(*halves)
+        halves_channels(*halves, weighting)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -84,7 +85,9 @@ def main() -> int:
         parameters = sum(p.numel() for p in model.network.parameters())
         print(f"| {label} | {parameters:,} | {median:.3f} | {median / first:.2f} |")
     for side in (128, 256):
-        print(f"half-map input preparation, {side}³: {preparation_seconds(side, 3):.2f} s (median of 3)")
+        for weighting in WEIGHTINGS:
+            print(f"half-map input preparation, {side}³, {weighting} weighting: "
+                  f"{preparation_seconds(side, 3, weighting):.2f} s (median of 3)")
     return 0
 
 
