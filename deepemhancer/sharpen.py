@@ -106,10 +106,10 @@ class SharpeningFilter:
     weighting "wiener" (the input of half-map models that keep the shells beyond the resolution):
     2 FSC' / (1 + FSC') / MTF, the Wiener gain of the halves' average (its SNR is 2 FSC / (1 - FSC)),
     with FSC' the curve made non-increasing past the "relion" low-pass's end, so that chance rises of
-    a noisy curve past its fall count as no signal (up to there it is weighted as measured, so that
-    the two gains are non-zero on the same shells there); when ``resolution`` is set also the B-factor's exp(b_factor s² / 4), held at its
-    value at the resolution beyond it, and no low-pass: the shells beyond keep what signal they hold,
-    weighted down as their FSC falls.
+    a noisy curve past its fall count as no signal (up to there it is weighted as measured: the two
+    gains are non-zero on the same shells there); when ``resolution`` is set also the B-factor's
+    exp(b_factor s² / 4), held beyond the resolution at its value there, and no low-pass: the shells
+    beyond keep what signal they hold, weighted down as their FSC falls.
     """
 
     voxel_size: float
