@@ -163,8 +163,8 @@ def test_the_target_lowpass_end_moves_the_edge_past_the_local_resolution():
         assert spectrum[s > end / 6.0 + 1e-6].sum() < 1e-8 * spectrum.sum()  # nothing past end / d
         edge = spectrum[(s > 1 / 6.0 + 1e-6) & (s < 1.2 / 6.0 - 0.005)].sum()  # past d: only the wider edge
         assert (edge > 1e-3 * spectrum.sum()) == (end > 1.0)
-    with pytest.raises(InputError, match="target_lowpass_end"):
-        simulate.simulate(Path("unused.pdb"), rng, simulate.SimulationSettings(target_lowpass_end=0.8))
+    with pytest.raises(InputError, match="target_lowpass_end must be above 0.85"):  # when the config is read
+        make_config(overrides=["simulation.target_lowpass_end=0.8"])
 
 
 def test_locally_lowpassed_removes_detail_beyond_the_local_resolution():

@@ -96,8 +96,8 @@ class TrainConfig:
         if self.inputs not in INPUTS:
             raise InputError(f"inputs must be one of {', '.join(INPUTS)}, not {self.inputs!r}")
         if not self.noise_channel and self.inputs not in HALVES_NORMALIZATIONS:
-            raise InputError(f"noise_channel = false needs inputs = one of {', '.join(HALVES_NORMALIZATIONS)}: only half-map "
-                             "models have a noise channel to leave out")
+            raise InputError(f"noise_channel = false needs inputs = one of {', '.join(HALVES_NORMALIZATIONS)}: "
+                             "only half-map models have a noise channel to leave out")
         if self.target not in ("tight", "wide"):
             raise InputError(f"target must be 'tight' or 'wide', not {self.target!r}")
         if self.steps < 1 or self.batch_size < 1 or self.holdout_every < 2:

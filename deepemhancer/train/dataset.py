@@ -53,8 +53,8 @@ def training_pair(sim: SimulatedMap, inputs: str) -> tuple[np.ndarray, np.ndarra
     """(input, target) of one simulated map for a model that takes ``inputs``.
 
     "average": the normalised average and the target as simulated. "sharpened-halves" or
-    "wiener-halves": the half-map model's two channels, and the target scaled by least squares to the sharpened
-    channel, so that a residual network starting from that channel starts at the right scale.
+    "wiener-halves": the half-map model's two channels, and the target scaled by least squares to
+    channel 0, so that a residual network starting from that channel starts at the right scale.
     """
     if inputs == "average":
         return sim.input, sim.target

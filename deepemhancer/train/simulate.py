@@ -87,6 +87,14 @@ class SimulationSettings:
     # Structures given glycans, heme-like discs and ligands (module docstring) before they are simulated.
     hetero_probability: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Checked here, where a config is read, not in the pool's workers once simulation has begun.
+        if self.target_resolution not in TARGET_RESOLUTIONS:
+            raise InputError(f"target_resolution must be one of {', '.join(TARGET_RESOLUTIONS)}, "
+                             f"not {self.target_resolution!r}")
+        if not 0.85 < self.target_lowpass_end <= 1.5:
+            raise InputError(f"target_lowpass_end must be above 0.85 and at most 1.5, not {self.target_lowpass_end}")
+
 
 @dataclass(frozen=True, eq=False)
 class SimulatedMap:
@@ -343,11 +351,6 @@ def simulate(structure_path: str | Path, rng: np.random.Generator, settings: Sim
     half-map models."""
     if target not in ("tight", "wide"):
         raise InputError(f"target must be 'tight' or 'wide', not {target!r}")
-    if not 0.85 < settings.target_lowpass_end <= 1.5:
-        raise InputError(f"target_lowpass_end must be above 0.85 and at most 1.5, not {settings.target_lowpass_end}")
-    if settings.target_resolution not in TARGET_RESOLUTIONS:
-        raise InputError(f"target_resolution must be one of {', '.join(TARGET_RESOLUTIONS)}, "
-                         f"not {settings.target_resolution!r}")
     structure = read_structure(structure_path)
     structure.setup_entities()
     added_b = None
