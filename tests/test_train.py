@@ -206,6 +206,17 @@ def test_learning_rate_schedule():
     assert loop.lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
 
 
+def test_l1_with_gradients_adds_the_neighbour_differences():
+    prediction, target = torch.zeros(1, 1, 4, 4, 4), torch.zeros(1, 1, 4, 4, 4)
+    target[0, 0, 1, 1, 1] = 1.0
+    # voxels: 1 of 64 differs by 1; differences: along each axis 2 of 48 differ by 1
+    expected = 1.0 / 64.0 + 2.0 / 48.0
+    assert float(loop.loss_function("l1_gradients")(prediction, target)) == pytest.approx(expected)
+    # a constant offset leaves the differences equal: only the voxel term counts it
+    assert float(loop.l1_with_gradients(target + 0.5, target)) == pytest.approx(0.5)
+    assert make_config(None, ["loss=l1_gradients"]).loss == "l1_gradients"
+
+
 def test_config_file_and_overrides(tmp_path):
     (tmp_path / "c.toml").write_text('steps = 7\nloss = "mse"\nchannels = [4, 8]\n')
     config = make_config(tmp_path / "c.toml", ["batch_size=3", "simulation={\"margin\": 8.0}"])

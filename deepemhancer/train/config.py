@@ -13,7 +13,7 @@ from ..models.store import HALVES_NORMALIZATIONS
 from ..nn.unet import SAMPLINGS
 from .simulate import SimulationSettings
 
-LOSSES = ("l1", "mse", "smooth_l1")
+LOSSES = ("l1", "mse", "smooth_l1", "l1_gradients")
 INPUTS = ("average", *HALVES_NORMALIZATIONS)  # the half-map models' input is named as their normalisation
 PRECISIONS = ("fp32", "bf16")
 

@@ -42,7 +42,7 @@ from ..models.loaded import Model, takes_halves
 from ..pipeline import EnhanceOptions, enhance
 from ..halves_input import baseline_sharpening
 from .dataset import structure_name, structure_seed
-from .simulate import SimulationSettings, coloured_noise, noise_scale, simulate
+from .simulate import SimulatedMap, SimulationSettings, coloured_noise, noise_scale, simulate
 
 ARMS = ("raw", "bfactor", "model")
 METRICS = ("fsc05", "cc_mask", "lc5", "lc7")
@@ -104,25 +104,33 @@ def evaluate_case(name: str, halves: Sequence[Map], structure_path: Path, model:
     return result
 
 
-def simulated_halves(structure_path: Path, seed: int, settings: SimulationSettings,
-                     resolution: float | None = None, groups_model: Path | None = None) -> tuple[Map, Map, Map, Map]:
-    """Held-out half maps simulated as for training (seeded by the structure's name, ``seed`` and the
-    resolution), never phase-randomised nor empty (those augmentations teach the network, they are
-    not data to score on): a pair and a second, independent pair of the same signal.
-
-    Protein only, as the file holds it, unless ``groups_model`` is given: then the structure gets
-    ligands, hemes and glycans (``hetero.decorate``) and the model as simulated is written there (PDB)
-    to be scored against."""
+def held_out_simulation(structure_path: Path, seed: int, settings: SimulationSettings,
+                        resolution: float | None = None, with_groups: bool = False) -> SimulatedMap:
+    """One held-out structure simulated as for training (seeded by the structure's name, ``seed`` and
+    the resolution), never phase-randomised nor empty (those augmentations teach the network, they
+    are not data to score on), with a second, independent pair of halves; protein only, as the file
+    holds it, unless ``with_groups`` (ligands, hemes and glycans added, ``hetero.decorate``)."""
     settings = dataclasses.replace(settings, phase_randomised_probability=0.0, empty_probability=0.0,
-                                   hetero_probability=0.0 if groups_model is None else 1.0)
+                                   hetero_probability=1.0 if with_groups else 0.0)
     name_seed = structure_seed(structure_name(structure_path), seed)
     rng = np.random.default_rng(name_seed if resolution is None else [name_seed, int(round(resolution * 100))])
-    sim = simulate(structure_path, rng, settings, resolution=resolution, extra_pairs=1)
+    return simulate(structure_path, rng, settings, resolution=resolution, extra_pairs=1)
+
+
+def simulated_halves(structure_path: Path, seed: int, settings: SimulationSettings,
+                     resolution: float | None = None, groups_model: Path | None = None) -> tuple[Map, Map, Map, Map]:
+    """``held_out_simulation``'s two pairs of half maps. With ``groups_model`` the structure gets
+    ligands, hemes and glycans and the model as simulated is written there (PDB) to be scored against."""
+    sim = held_out_simulation(structure_path, seed, settings, resolution, with_groups=groups_model is not None)
     if groups_model is not None:
         sim.model.setup_entities()
         sim.model.write_pdb(str(groups_model))
-    geometry = Geometry.for_grid(sim.half1.shape, 1.0, origin=tuple(float(v) for v in sim.origin))
-    return tuple(Map(h, geometry) for h in (sim.half1, sim.half2, *sim.extra_halves))  # type: ignore[return-value]
+    return tuple(Map(h, simulated_geometry(sim)) for h in (sim.half1, sim.half2, *sim.extra_halves))  # type: ignore[return-value]
+
+
+def simulated_geometry(sim: SimulatedMap) -> Geometry:
+    """Where a simulated map's grid lies: 1 Å voxels from its origin."""
+    return Geometry.for_grid(sim.half1.shape, 1.0, origin=tuple(float(v) for v in sim.origin))
 
 
 def pseudo_halves(deposited: Map, resolution: float, seed: int, count: int = 2) -> tuple[Map, ...]:
