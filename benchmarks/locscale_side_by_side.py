@@ -524,8 +524,11 @@ def against_model(cases: list[dict], report: dict) -> str:
     for title, arm in LOCSCALE_COLUMNS:
         pairs = [(model[c["name"]], c["scores"][arm]) for c in scored if arm in c["scores"]]
         wins = {m: sum(better(ours[m], theirs[m], m) for ours, theirs in pairs) for m in ("cc_mask", "lc7", "fsc05")}
+        medians = {side: " / ".join(f"{np.median([pair[i][m] for pair in pairs]):.{2 if m == 'fsc05' else 3}f}"
+                                    for m in ("fsc05", "cc_mask", "lc7")) for i, side in enumerate((name, "LocScale"))}
         lines.append(f"- against {title}: {name} better on CC_mask in {wins['cc_mask']}, LC7 in {wins['lc7']}, "
-                     f"FSC0.5 in {wins['fsc05']} of {len(pairs)} maps")
+                     f"FSC0.5 in {wins['fsc05']} of {len(pairs)} maps; medians FSC0.5 / CC_mask / LC7 "
+                     f"{medians[name]} against {medians['LocScale']}")
     return "\n".join(lines) + "\n"
 
 
