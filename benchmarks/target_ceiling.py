@@ -10,7 +10,7 @@ loses a case, no amount of training on such targets wins it.
     .venv/bin/python benchmarks/target_ceiling.py --against-report docs/models/validation/open-halves.json
     .venv/bin/python benchmarks/target_ceiling.py --against-report R.json --set simulation.target_lowpass_end=1.15
 
-About 4 minutes on 2 cores. Prints a markdown table and how often each map is better than LocScale.
+About 30 s on the 2-core development machine. Prints a markdown table and how often each map is better than LocScale.
 """
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ def target_scores(overrides: list[str]) -> dict[str, dict[str, float]]:
         for resolution in RESOLUTIONS:
             sim = validate.held_out_simulation(structure, SEED, config.settings(), resolution)
             half1 = Map(sim.half1, validate.simulated_geometry(sim))
-            reference = model_reference(structure, half1, baseline_sharpening(half1, half1.with_data(sim.half2)).resolution)
+            # scored at the halves' measured resolution, as validation scores
+            measured = baseline_sharpening(half1, half1.with_data(sim.half2)).resolution
+            reference = model_reference(structure, half1, measured)
             agreement = model_agreement(sim.target, reference)
             scores[structure.name.split("_")[0] + f"@{resolution:g}"] = {
                 "fsc05": agreement.fsc05, "cc_mask": agreement.cc_mask, "lc7": agreement.lc7}

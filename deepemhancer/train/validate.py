@@ -125,7 +125,8 @@ def simulated_halves(structure_path: Path, seed: int, settings: SimulationSettin
     if groups_model is not None:
         sim.model.setup_entities()
         sim.model.write_pdb(str(groups_model))
-    return tuple(Map(h, simulated_geometry(sim)) for h in (sim.half1, sim.half2, *sim.extra_halves))  # type: ignore[return-value]
+    geometry = simulated_geometry(sim)
+    return tuple(Map(h, geometry) for h in (sim.half1, sim.half2, *sim.extra_halves))  # type: ignore[return-value]
 
 
 def simulated_geometry(sim: SimulatedMap) -> Geometry:
