@@ -75,6 +75,8 @@ def main() -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override the training config's value, as deepemhancer train --set does")
     args = parser.parse_args()
+    if not args.against_report.is_file():
+        parser.error(f"{args.against_report} does not exist; give a validation report (deepemhancer validate's JSON)")
     report = json.loads(args.against_report.read_text())
     recorded = json.loads((RESULTS / "locscale_side_by_side.json").read_text())
     locscale = {c["name"]: c["scores"].get(LOCSCALE_AS_WRITTEN) for c in recorded["cases"]}
