@@ -215,6 +215,11 @@ def test_l1_with_gradients_adds_the_neighbour_differences():
     # a constant offset leaves the differences equal: only the voxel term counts it
     assert float(loop.l1_with_gradients(target + 0.5, target)) == pytest.approx(0.5)
     assert make_config(None, ["loss=l1_gradients"]).loss == "l1_gradients"
+    # the weight scales the difference term alone
+    half = loop.loss_function("l1_gradients", gradient_weight=0.5)(prediction, target)
+    assert float(half) == pytest.approx(1.0 / 64.0 + 0.5 * 2.0 / 48.0)
+    with pytest.raises(InputError, match="gradient_weight"):
+        make_config(None, ["gradient_weight=-1"])
 
 
 def test_config_file_and_overrides(tmp_path):

@@ -58,6 +58,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     loss: str = "l1"
+    gradient_weight: float = 1.0  # l1_gradients: weight of the neighbour-difference term
     precision: str = "fp32"
     device: str = "auto"  # auto (a GPU when there is one), cpu or cuda
     seed: int = 2024
@@ -83,6 +84,8 @@ class TrainConfig:
         """Raise InputError on values that cannot work."""
         if self.loss not in LOSSES:
             raise InputError(f"loss {self.loss!r} is unknown; choose one of {', '.join(LOSSES)}")
+        if not self.gradient_weight >= 0:
+            raise InputError(f"gradient_weight must be 0 or more, not {self.gradient_weight!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision {self.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
         multiple = 2 ** (len(self.channels) - 1)

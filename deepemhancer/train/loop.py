@@ -62,22 +62,23 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def l1_with_gradients(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L1 on the voxels plus L1 on the differences between neighbours along each of the last three
-    axes (their mean). Voxel L1 weighs a Fourier shell by its amplitude, which falls steeply with
-    resolution; a difference multiplies shell s by 2 sin(pi s voxel), so the fine shells the target
-    holds count too."""
+def l1_with_gradients(prediction: torch.Tensor, target: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+    """L1 on the voxels plus ``weight`` times L1 on the differences between neighbours along each of
+    the last three axes (their mean). Voxel L1 weighs a Fourier shell by its amplitude, which falls
+    steeply with resolution; a difference multiplies shell s by 2 sin(pi s voxel), so the fine shells
+    the target holds count too."""
     loss = torch.nn.functional.l1_loss(prediction, target)
     differences = [torch.nn.functional.l1_loss(torch.diff(prediction, dim=axis), torch.diff(target, dim=axis))
                    for axis in (-3, -2, -1)]
-    return loss + sum(differences) / 3.0
+    return loss + weight * sum(differences) / 3.0
 
 
-def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The training loss by name (the original trained with L1)."""
+def loss_function(name: str, gradient_weight: float = 1.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss by name (the original trained with L1); ``gradient_weight`` weighs the
+    neighbour differences of ``l1_gradients``."""
     functions = {"l1": torch.nn.functional.l1_loss, "mse": torch.nn.functional.mse_loss,
                  "smooth_l1": lambda a, b: torch.nn.functional.smooth_l1_loss(a, b, beta=0.1),
-                 "l1_gradients": l1_with_gradients}
+                 "l1_gradients": lambda a, b: l1_with_gradients(a, b, gradient_weight)}
     return functions[name]
 
 
@@ -181,7 +182,8 @@ def _append_log(path: Path, record: dict) -> None:
 
 
 @torch.no_grad()
-def validation_metrics(network: torch.nn.Module, cubes: tuple[torch.Tensor, torch.Tensor], loss_name: str,
+def validation_metrics(network: torch.nn.Module, cubes: tuple[torch.Tensor, torch.Tensor],
+                       criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                        precision: str, device: torch.device) -> dict[str, float]:
     """Loss and mean per-cube Pearson correlation of the prediction and of the input with the target."""
     network.eval()
@@ -199,7 +201,7 @@ def validation_metrics(network: torch.nn.Module, cubes: tuple[torch.Tensor, torc
         cc = (a * b).sum(1) / ((a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12))
         return float(cc.mean())
 
-    return {"validation_loss": float(loss_function(loss_name)(prediction, targets)),
+    return {"validation_loss": float(criterion(prediction, targets)),
             "validation_cc": mean_cc(prediction, targets), "input_cc": mean_cc(inputs[:, :1], targets)}
 
 
@@ -263,7 +265,7 @@ def train(config: TrainConfig, resume: bool = True, pool_cache: Path | None = No
     stream = CubeStream(pool, config.cube, config.on_molecule, config.seed, start_step=step)
     loader = torch.utils.data.DataLoader(stream, batch_size=config.batch_size, num_workers=config.workers,
                                          persistent_workers=False)
-    criterion = loss_function(config.loss)
+    criterion = loss_function(config.loss, config.gradient_weight)
     network.train()
     loss_value = float("nan")
     tick = time.monotonic()
@@ -288,7 +290,7 @@ def train(config: TrainConfig, resume: bool = True, pool_cache: Path | None = No
                                   "seconds": round(seconds, 2)})
             log.info("step %d loss %.5f lr %.2e", step, loss_value, scheduler.get_last_lr()[0])
         if monitor is not None and (step % config.validate_every == 0 or step == config.steps):
-            metrics = validation_metrics(network, monitor, config.loss, config.precision, device)
+            metrics = validation_metrics(network, monitor, criterion, config.precision, device)
             _append_log(logfile, {"step": step, **metrics})
             log.info("step %d %s", step, " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             tick = time.monotonic()  # validation time is not training time
