@@ -41,6 +41,15 @@ the low-pass that ends B-factor sharpening (``+lowpass``: LocScale does not low-
     .venv/bin/python benchmarks/locscale_side_by_side.py                 # all 25 cases, both modes
     .venv/bin/python benchmarks/locscale_side_by_side.py --cases 2X9A@3,EMD-3488 --modes pseudomodel
 
+With ``--model`` (a model name or JSON) the script also enhances each pair with that model (the
+pipeline's defaults, as ``deepemhancer validate`` runs it) and scores it twice: as it is (``model``)
+and multiplied by the region where each LocScale output is non-zero (``model_in_<mode>_region``,
+beside ``bfactor_in_<mode>_region``): LocScale writes zeros outside its mask, so this compares the
+two maps over the same voxels.
+
+    .venv/bin/python benchmarks/locscale_side_by_side.py --modes pseudomodel --model open-halves \
+        --out benchmarks/locscale_results/locscale_same_region
+
 Writes benchmarks/locscale_results/locscale_side_by_side.{json,md} (updated after every case;
 ``--resume`` skips cases already in the JSON; ``--rescore`` scores the recorded LocScale outputs again
 and runs LocScale only for modes a case lacks).
@@ -324,7 +333,8 @@ def score(volume: np.ndarray, reference) -> dict:
 def evaluate(name: str, half1: Map, half2: Map, structure: Path, args, monlib: Path,
              previous: dict | None = None) -> dict:
     """One case: LocScale in each mode (or, with ``previous``, the runs recorded there and their
-    output maps, not run again), every arm scored."""
+    output maps, not run again), every arm scored; with ``args.model``, the model's map too, as it is
+    and over each LocScale output's non-zero region."""
     folder = args.work / name.replace("@", "_at_")
     folder.mkdir(parents=True, exist_ok=True)
     write_map(half1, folder / "half1.mrc", overwrite=True)
@@ -348,6 +358,12 @@ def evaluate(name: str, half1: Map, half2: Map, structure: Path, args, monlib: P
             "lowpass_resolution": bfactor.resolution, "box": list(half1.data.shape), "voxel_size": voxel,
             "scores": {"raw": score(average, reference), "bfactor": score(bfactor.map.data, reference)},
             "locscale": {}, "map_mask": mask_info}
+    enhanced = None
+    if args.model is not None:
+        from deepemhancer.pipeline import EnhanceOptions, enhance
+
+        enhanced = enhance([half1, half2], args.model, EnhanceOptions(gpu_ids="-1", progress=False)).data
+        case["scores"]["model"] = score(enhanced, reference)
     for mode in args.modes:
         if previous and mode in previous["locscale"]:
             run = {k: v for k, v in previous["locscale"][mode].items()
@@ -370,6 +386,10 @@ def evaluate(name: str, half1: Map, half2: Map, structure: Path, args, monlib: P
                 case["scores"][f"locscale_{mode}"] = score(volume, reference)
                 case["scores"][f"locscale_{mode}+lowpass"] = score(lowpass(volume, voxel, bfactor.resolution),
                                                                    reference)
+                if enhanced is not None:
+                    region = volume != 0
+                    case["scores"][f"model_in_{mode}_region"] = score(enhanced * region, reference)
+                    case["scores"][f"bfactor_in_{mode}_region"] = score(bfactor.map.data * region, reference)
             except Exception as error:  # a map we cannot read or score is a failure of this case
                 run["error"] = f"scoring failed: {type(error).__name__}: {error}"
         case["locscale"][mode] = run
@@ -486,6 +506,7 @@ def markdown(meta: dict, cases: list[dict]) -> str:
             lines += ["", f"LocScale's output is zero outside its mask; `locscale_{m}` is non-zero on a median "
                       f"{100 * np.median(covered):.0f} % (range {100 * min(covered):.0f}–{100 * max(covered):.0f} %) "
                       f"of the molecular mask the scores use, over {len(covered)} maps."]
+    lines += same_region_lines(cases, meta)
     lines += ["", "Failures: " + ("none" if not failures else ""), *failures]
     notes = [f"- {c['name']}, {m}: output {r['header']['placement']}; best correlation with the model map "
              f"at whole-voxel shift {r['shift_vs_model']}"
@@ -496,6 +517,24 @@ def markdown(meta: dict, cases: list[dict]) -> str:
               "writes origin 0, so the array is read on the half maps' grid), and it correlates best with the model "
               "map (inside the molecular mask) unshifted rather than shifted by one voxel along any axes" + (", except:" if notes else "."), *notes]
     return "\n".join(lines) + "\n"
+
+
+def same_region_lines(cases: list[dict], meta: dict) -> list[str]:
+    """For each mode: how often the model's map, as it is and over LocScale's non-zero region, is
+    better than LocScale's map, and the medians (every case both have, EMD-3488 included)."""
+    lines = []
+    for mode in meta["modes"]:
+        for label, ours in (("as it is", "model"), ("over LocScale's non-zero region", f"model_in_{mode}_region")):
+            pairs = [(c["scores"][ours], c["scores"][f"locscale_{mode}"]) for c in cases
+                     if ours in c["scores"] and f"locscale_{mode}" in c["scores"]]
+            if not pairs:
+                continue
+            wins = " / ".join(str(sum(better(a[m], b[m], m) for a, b in pairs)) for m in ("fsc05", "cc_mask", "lc7"))
+            medians = [" / ".join(f"{np.median([pair[i][m] for pair in pairs]):.{2 if m == 'fsc05' else 3}f}"
+                                  for m in ("fsc05", "cc_mask", "lc7")) for i in (0, 1)]
+            lines += ["", f"The model ({meta.get('model')}) {label} against `locscale_{mode}`: better on FSC0.5 / "
+                          f"CC_mask / LC7 in {wins} of {len(pairs)} maps; medians {medians[0]} against {medians[1]}."]
+    return lines
 
 
 LOCSCALE_COLUMNS = (("LocScale, as written (own mask)", "locscale_pseudomodel"),
@@ -548,6 +587,8 @@ def main() -> int:
     parser.add_argument("--against-report", type=Path, metavar="REPORT_JSON",
                         help="print the model card's table: OUT.json's cases beside a model's validation report "
                              "(deepemhancer validate's JSON), nothing else")
+    parser.add_argument("--model", help="also enhance each case with this model (a name or a model JSON) and score "
+                                        "it as it is and over each LocScale output's non-zero region")
     parser.add_argument("--rescore", action="store_true",
                         help="score again the LocScale outputs that OUT.json records (in --work), without running "
                              "LocScale again; runs it only for modes a case lacks")
@@ -570,6 +611,15 @@ def main() -> int:
         parser.error(f"unknown modes {unknown}; choose among {list(MODES)}")
     if not (args.locscale_venv / "bin" / "locscale").exists():
         parser.error(f"no LocScale at {args.locscale_venv}/bin/locscale; install it as the module docstring says")
+    model_name = None
+    if args.model is not None:
+        from deepemhancer.models.loaded import load_model
+        from deepemhancer.models.registry import resolve_model
+
+        path = Path(args.model)
+        path = path if path.suffix == ".json" else resolve_model(args.model)
+        model_name = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+        args.model = load_model(path)
     names = None if args.cases == "all" else {n.strip() for n in args.cases.split(",") if n.strip()}
     if names:
         missing = names - set(case_names())
@@ -589,7 +639,7 @@ def main() -> int:
     versions = locscale_versions(args.locscale_venv)
     meta = {
         "machine": machine(), "date": time.strftime("%Y-%m-%d"), "versions": versions, "modes": args.modes,
-        "timeout_s": args.timeout,
+        "timeout_s": args.timeout, "model": model_name,
         "commands": {m: " ".join(["locscale -hm half1.mrc half2.mrc -o out.mrc -op proc -v", *MODES[m][0],
                                   *(["-ma map_mask.mrc"] if MODES[m][2] else [])]) for m in args.modes},
         "mode_notes": {
