@@ -427,6 +427,18 @@ def better(ours: float, theirs: float, metric: str) -> bool:
     return ours < theirs if metric == "fsc05" else ours > theirs
 
 
+HEAD_TO_HEAD = ("fsc05", "cc_mask", "lc7")
+
+
+def head_to_head(pairs: list[tuple[dict, dict]]) -> tuple[dict[str, int], tuple[str, str]]:
+    """For pairs of score dicts (ours, theirs): how often ours is better on each of FSC0.5, CC_mask and
+    LC7, and each side's medians as "FSC0.5 / CC_mask / LC7" text."""
+    wins = {m: sum(better(ours[m], theirs[m], m) for ours, theirs in pairs) for m in HEAD_TO_HEAD}
+    medians = tuple(" / ".join(f"{np.median([pair[i][m] for pair in pairs]):.{2 if m == 'fsc05' else 3}f}"
+                               for m in HEAD_TO_HEAD) for i in (0, 1))
+    return wins, medians
+
+
 def summary(cases: list[dict]) -> dict:
     simulated = [c for c in cases if c["name"] != "EMD-3488"]
     out: dict = {"simulated_cases": len(simulated)}
@@ -436,8 +448,7 @@ def summary(cases: list[dict]) -> dict:
                                               for m in METRICS}} if scored else {"cases": 0}
         if arm.startswith("locscale_") and scored:
             pairs = [(c["scores"][arm], c["scores"]["bfactor"]) for c in simulated if arm in c["scores"]]
-            out[arm]["beats_bfactor"] = {m: sum(better(a[m], b[m], m) for a, b in pairs)
-                                         for m in ("fsc05", "cc_mask", "lc7")}
+            out[arm]["beats_bfactor"] = head_to_head(pairs)[0]
     return out
 
 
@@ -529,11 +540,10 @@ def same_region_lines(cases: list[dict], meta: dict) -> list[str]:
                      if ours in c["scores"] and f"locscale_{mode}" in c["scores"]]
             if not pairs:
                 continue
-            wins = " / ".join(str(sum(better(a[m], b[m], m) for a, b in pairs)) for m in ("fsc05", "cc_mask", "lc7"))
-            medians = [" / ".join(f"{np.median([pair[i][m] for pair in pairs]):.{2 if m == 'fsc05' else 3}f}"
-                                  for m in ("fsc05", "cc_mask", "lc7")) for i in (0, 1)]
+            wins, medians = head_to_head(pairs)
             lines += ["", f"The model ({meta.get('model')}) {label} against `locscale_{mode}`: better on FSC0.5 / "
-                          f"CC_mask / LC7 in {wins} of {len(pairs)} maps; medians {medians[0]} against {medians[1]}."]
+                          f"CC_mask / LC7 in {' / '.join(str(wins[m]) for m in HEAD_TO_HEAD)} of {len(pairs)} "
+                          f"maps; medians {medians[0]} against {medians[1]}."]
     return lines
 
 
@@ -562,12 +572,10 @@ def against_model(cases: list[dict], report: dict) -> str:
                      + f" | {cell(model[c['name']])} |")
     for title, arm in LOCSCALE_COLUMNS:
         pairs = [(model[c["name"]], c["scores"][arm]) for c in scored if arm in c["scores"]]
-        wins = {m: sum(better(ours[m], theirs[m], m) for ours, theirs in pairs) for m in ("cc_mask", "lc7", "fsc05")}
-        medians = {side: " / ".join(f"{np.median([pair[i][m] for pair in pairs]):.{2 if m == 'fsc05' else 3}f}"
-                                    for m in ("fsc05", "cc_mask", "lc7")) for i, side in enumerate((name, "LocScale"))}
+        wins, medians = head_to_head(pairs)
         lines.append(f"- against {title}: {name} better on CC_mask in {wins['cc_mask']}, LC7 in {wins['lc7']}, "
                      f"FSC0.5 in {wins['fsc05']} of {len(pairs)} maps; medians FSC0.5 / CC_mask / LC7 "
-                     f"{medians[name]} against {medians['LocScale']}")
+                     f"{medians[0]} against {medians[1]}")
     return "\n".join(lines) + "\n"
 
 
@@ -613,13 +621,17 @@ def main() -> int:
         parser.error(f"no LocScale at {args.locscale_venv}/bin/locscale; install it as the module docstring says")
     model_name = None
     if args.model is not None:
+        from deepemhancer.errors import DeepEMhancerError
         from deepemhancer.models.loaded import load_model
         from deepemhancer.models.registry import resolve_model
 
-        path = Path(args.model)
-        path = path if path.suffix == ".json" else resolve_model(args.model)
-        model_name = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-        args.model = load_model(path)
+        try:
+            path = Path(args.model)
+            path = path if path.suffix == ".json" else resolve_model(args.model)
+            model_name = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+            args.model = load_model(path)
+        except DeepEMhancerError as error:
+            parser.error(str(error))
     names = None if args.cases == "all" else {n.strip() for n in args.cases.split(",") if n.strip()}
     if names:
         missing = names - set(case_names())
